@@ -1,0 +1,60 @@
+"""zoo: self-supervised medical-imaging backbones with verified pretrained weights.
+
+The registry API is torch-free and imported eagerly; everything that needs torch is imported on
+first use, so ``zoo list`` / ``zoo info`` answer instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._pretrained import Intensity, PretrainedCfg
+from ._registry import (
+    UnknownModelError,
+    get_pretrained_cfg,
+    is_model,
+    list_models,
+    list_pretrained,
+    register_model,
+    register_pretrained,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create_model": "zoo._builder",
+    "CheckpointError": "zoo._builder",
+    "resolve_data_config": "zoo.data.transforms",
+    "create_transform": "zoo.data.transforms",
+    "ModelInputError": "zoo.models._contract",
+    "IntegrityError": "zoo._hub",
+    "WeightsNotFoundError": "zoo._hub",
+}
+
+__all__ = [
+    "__version__",
+    "Intensity",
+    "PretrainedCfg",
+    "UnknownModelError",
+    "get_pretrained_cfg",
+    "is_model",
+    "list_models",
+    "list_pretrained",
+    "register_model",
+    "register_pretrained",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,218 @@
+"""Model registry: architecture names -> entry points and pretrained configs (torch-free).
+
+Architectures are *declared* with the module that implements them (:func:`declare_model`), so that
+listing and metadata never import torch; the implementing module binds its entry function with the
+:func:`register_model` decorator when it is first imported, as in timm. User code may register new
+architectures with the decorator alone.
+
+Names are ``arch.tag``; a bare ``arch`` means its default tag (the first one registered).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._pretrained import PretrainedCfg
+
+__all__ = [
+    "UnknownModelError",
+    "declare_model",
+    "register_model",
+    "register_pretrained",
+    "split_model_name",
+    "list_models",
+    "list_pretrained",
+    "is_model",
+    "get_arch_entry",
+    "get_pretrained_cfg",
+    "get_model_entrypoint",
+]
+
+
+class UnknownModelError(ValueError):
+    """An unknown architecture or tag; the message lists the closest names."""
+
+
+@dataclass
+class _Arch:
+    name: str
+    module: str | None  # module whose import registers the entry point
+    description: str
+    base: PretrainedCfg  # defaults shared by all tags (input spec, heads, intensity)
+    fn: Callable[..., Any] | None = None
+    tags: dict[str, PretrainedCfg] = field(default_factory=dict)  # insertion order: first = default
+
+
+_archs: dict[str, _Arch] = {}
+_lock = threading.RLock()
+_catalog_loaded = False
+
+
+def _ensure_catalog() -> None:
+    global _catalog_loaded
+    if not _catalog_loaded:
+        with _lock:
+            if not _catalog_loaded:
+                _catalog_loaded = True
+                importlib.import_module("zoo._catalog")
+
+
+def declare_model(name: str, module: str, description: str, **base: Any) -> None:
+    """Declare a built-in architecture implemented in ``module`` (imported lazily)."""
+    with _lock:
+        if name in _archs:
+            raise ValueError(f"architecture {name!r} is declared twice")
+        cfg = PretrainedCfg(architecture=name, **base)
+        _archs[name] = _Arch(name=name, module=module, description=description, base=cfg)
+
+
+def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator binding an entry function ``fn(pretrained=False, **kwargs) -> nn.Module``.
+
+    The function's name is the architecture name. Built-ins are declared in ``zoo._catalog``;
+    a new name (a user's own model) is registered with default metadata from its docstring.
+    """
+    name = fn.__name__
+    with _lock:
+        arch = _archs.get(name)
+        if arch is None:
+            doc = (fn.__doc__ or "").strip().splitlines()
+            arch = _Arch(name=name, module=fn.__module__, description=doc[0] if doc else "",
+                         base=PretrainedCfg(architecture=name))
+            _archs[name] = arch
+        elif arch.fn is not None and arch.fn is not fn:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        arch.fn = fn
+    return fn
+
+
+def register_pretrained(name: str, **fields: Any) -> PretrainedCfg:
+    """Register the ``arch.tag`` checkpoint ``name``: fields overlay the architecture's defaults."""
+    arch_name, tag = split_model_name(name)
+    if not tag:
+        raise ValueError(f"pretrained entry {name!r} needs a tag (arch.tag)")
+    with _lock:
+        arch = _archs.get(arch_name)
+        if arch is None:
+            raise ValueError(f"declare architecture {arch_name!r} before its pretrained entries")
+        if tag in arch.tags:
+            raise ValueError(f"pretrained entry {name!r} is registered twice")
+        arch_kwargs = {**arch.base.arch_kwargs, **fields.pop("arch_kwargs", {})}
+        cfg = arch.base.replace(tag=tag, arch_kwargs=arch_kwargs, **fields)
+        arch.tags[tag] = cfg
+    return cfg
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``"arch.tag"`` -> ``("arch", "tag")``; ``"arch"`` -> ``("arch", "")``."""
+    arch, _, tag = name.partition(".")
+    return arch, tag
+
+
+def _all_names(pretrained: bool) -> list[str]:
+    names: list[str] = []
+    for arch in _archs.values():
+        if pretrained:
+            names.extend(cfg.name for cfg in arch.tags.values() if cfg.has_weights)
+        else:
+            names.append(arch.name)
+    return names
+
+
+def list_models(
+    filter: str | Iterable[str] = "*",
+    pretrained: bool = False,
+    exclude_filters: str | Iterable[str] = (),
+) -> list[str]:
+    """Sorted names matching the wildcard ``filter`` (one pattern or several).
+
+    With ``pretrained=True`` the result lists every ``arch.tag`` that has weights; otherwise the
+    architecture names.
+    """
+    _ensure_catalog()
+    includes = [filter] if isinstance(filter, str) else list(filter)
+    excludes = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    with _lock:
+        names = _all_names(pretrained)
+
+    def hit(name: str, patterns: list[str]) -> bool:
+        arch = split_model_name(name)[0]
+        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(arch, p) for p in patterns)
+
+    return sorted(n for n in names if hit(n, includes) and not hit(n, excludes))
+
+
+def list_pretrained(filter: str | Iterable[str] = "*", exclude_filters: str | Iterable[str] = ()) -> list[str]:
+    """Every ``arch.tag`` with registered weights."""
+    return list_models(filter, pretrained=True, exclude_filters=exclude_filters)
+
+
+def is_model(name: str) -> bool:
+    """True if ``name`` is a known architecture, or a known ``arch.tag``."""
+    _ensure_catalog()
+    arch, tag = split_model_name(name)
+    with _lock:
+        entry = _archs.get(arch)
+        return entry is not None and (not tag or tag in entry.tags)
+
+
+def _unknown(name: str) -> UnknownModelError:
+    with _lock:
+        candidates = _all_names(False) + _all_names(True)
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    if not close:
+        close = [c for c in candidates if name.split(".")[0].split("_")[0] in c][:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"Unknown model {name!r}.{hint} Run `zoo list` to see every name.")
+
+
+def get_arch_entry(name: str) -> tuple[str, str | None, str]:
+    """``(arch, module, description)`` of an architecture."""
+    _ensure_catalog()
+    arch = split_model_name(name)[0]
+    with _lock:
+        entry = _archs.get(arch)
+        if entry is None:
+            raise _unknown(name)
+        return entry.name, entry.module, entry.description
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """The :class:`PretrainedCfg` of ``arch.tag``; a bare ``arch`` gives its default tag.
+
+    An architecture with no registered weights returns its base cfg (``has_weights`` is False).
+    """
+    _ensure_catalog()
+    arch_name, tag = split_model_name(name)
+    with _lock:
+        arch = _archs.get(arch_name)
+        if arch is None:
+            raise _unknown(name)
+        if not tag:
+            return next(iter(arch.tags.values()), arch.base)
+        if tag not in arch.tags:
+            tags = ", ".join(f"{arch_name}.{t}" for t in arch.tags) or "none"
+            raise UnknownModelError(
+                f"Unknown tag {tag!r} for {arch_name!r}. Registered weights: {tags}."
+            )
+        return arch.tags[tag]
+
+
+def get_model_entrypoint(name: str) -> Callable[..., Any]:
+    """The entry function of the architecture of ``name``, importing its module if needed."""
+    arch_name, module, _ = get_arch_entry(name)
+    with _lock:
+        fn = _archs[arch_name].fn
+    if fn is None and module is not None:
+        importlib.import_module(module)
+        with _lock:
+            fn = _archs[arch_name].fn
+    if fn is None:
+        raise RuntimeError(f"module {module!r} declares {arch_name!r} but does not register it")
+    return fn

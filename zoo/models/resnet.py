@@ -1,0 +1,94 @@
+"""2D ResNet-18/50 backbones (timm's ResNet, torchvision key names) used by PCRL, PCRLv2, SWCL and baselines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models.resnet import BasicBlock, Bottleneck
+from timm.models.resnet import ResNet as _TimmResNet
+
+from .._builder import build_model_with_cfg
+from .._registry import register_model
+from ._contract import check_input
+
+__all__ = ["ResNet"]
+
+_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
+
+
+class ResNet(_TimmResNet):
+    """timm's ResNet (same keys as torchvision's) with zoo's input checks.
+
+    Args:
+        depth: 18, 34 or 50.
+        num_classes: classes of the ``fc`` head; 0 returns pooled features.
+        in_chans: input channels.
+    """
+
+    def __init__(self, depth: int = 18, num_classes: int = 0, in_chans: int = 3, **kwargs: Any) -> None:
+        if depth not in _DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+        block, layers = _DEPTHS[depth]
+        super().__init__(block=block, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        self.in_chans = in_chans
+        self.spatial_dims = 2
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, 2, type(self).__name__)
+        return super().forward_features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        check_input(x, self.in_chans, 2, type(self).__name__)
+        return super().forward_intermediates(x, *args, **kwargs)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResNet) -> dict[str, torch.Tensor]:
+    """Keep the encoder of a PCRL 2D checkpoint that also stores its decoder."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(("decoder.", "segmentation_head."))}
+
+
+def _create(name: str, pretrained: bool, **kwargs: Any) -> ResNet:
+    return build_model_with_cfg(ResNet, name, pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+@register_model
+def pcrl_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with PCRL (contrastive + reconstruction of diverse contexts)."""
+    return _create("pcrl_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def pcrlv2_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with PCRLv2 (multi-scale SimSiam + reconstruction)."""
+    return _create("pcrlv2_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def swcl_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with SWCL (semi-weakly supervised patch contrastive learning, fundus)."""
+    return _create("swcl_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def simclr_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with SimCLR (contrastive-only baseline)."""
+    return _create("simclr_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def mocov2_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with MoCo v2 (momentum contrast baseline)."""
+    return _create("mocov2_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def micle_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 pretrained with MICLe (multi-instance SimCLR)."""
+    return _create("micle_resnet18", pretrained, **kwargs)
+
+
+@register_model
+def mocov2_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 pretrained with MoCo v2 / HPT (OpenSelfSup layout)."""
+    return _create("mocov2_resnet50", pretrained, **kwargs)

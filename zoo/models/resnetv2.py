@@ -1,0 +1,50 @@
+"""BiT ResNetV2-50x1 (weight-standardised convs, GroupNorm, pre-activation): SWCL's second backbone."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers import StdConv2d
+from timm.models.resnetv2 import ResNetV2 as _TimmResNetV2
+
+from .._builder import build_model_with_cfg
+from .._registry import register_model
+from ._contract import check_input
+
+__all__ = ["ResNetV2"]
+
+
+class ResNetV2(_TimmResNetV2):
+    """timm's BiT ResNetV2 with SWCL's weight-standardisation epsilon (1e-10) and zoo's input checks."""
+
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        width_factor: int = 1,
+        num_classes: int = 0,
+        in_chans: int = 3,
+        ws_eps: float = 1e-10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            layers=list(layers), width_factor=width_factor, num_classes=num_classes, in_chans=in_chans,
+            stem_type="fixed", conv_layer=partial(StdConv2d, eps=ws_eps), **kwargs,
+        )
+        self.in_chans = in_chans
+        self.spatial_dims = 2
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, 2, type(self).__name__)
+        return super().forward_features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        check_input(x, self.in_chans, 2, type(self).__name__)
+        return super().forward_intermediates(x, *args, **kwargs)
+
+
+@register_model
+def swcl_resnetv2_50x1(pretrained: bool = False, **kwargs: Any) -> ResNetV2:
+    """BiT ResNetV2-50x1 pretrained with SWCL."""
+    return build_model_with_cfg(ResNetV2, "swcl_resnetv2_50x1", pretrained, **kwargs)
