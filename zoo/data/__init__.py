@@ -1,0 +1,1 @@
+"""Data: preprocessing transforms (``transforms``), datasets and augmentations for pretraining and evaluation."""
