@@ -75,7 +75,7 @@ _declare("pcrl_unet_resnet18", "PCRL 2D U-Net: ResNet-18 encoder + U-Net decoder
 
 # --- 3D U-Nets (Models Genesis layout) ---------------------------------------------------------------
 for _method, _what, _decoder in [
-    ("genesis", "Models Genesis", "skip"), ("pcrl", "PCRL 3D", "skip"), ("pcrlv2", "PCRLv2 3D", "noskip"),
+    ("genesis", "Models Genesis", "skip"), ("pcrl", "PCRL", "skip"), ("pcrlv2", "PCRLv2", "noskip"),
 ]:
     _norm = "batch_stats_bn" if _method == "genesis" else "bn"
     _declare(f"{_method}_unet3d", f"{_what} 3D U-Net encoder (features / classification)",
