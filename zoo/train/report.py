@@ -1,0 +1,217 @@
+"""Results files (``zoo eval``) -> registry ``metrics``, MODEL_CARD.md tables and a label-fraction plot.
+
+- :func:`results_to_metrics`: the ``metrics`` dict of a :class:`~zoo.PretrainedCfg` (checkpoint vs
+  random init, mean and std over seeds, keyed ``task/protocol/percent``);
+- :func:`results_table_markdown`: results vs random init, then the published anchors of each task
+  (:mod:`zoo.train.anchors`);
+- :func:`robustness_table_markdown`: the metric under each corruption and severity, both arms;
+- :func:`plot_label_fractions`: a PNG of the headline metric vs label fraction (matplotlib, Agg);
+- :func:`model_card_results`: all of it as one markdown block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .anchors import SOURCES, anchors_for
+
+__all__ = [
+    "load_results",
+    "results_key",
+    "results_to_metrics",
+    "results_table_markdown",
+    "anchors_table_markdown",
+    "robustness_table_markdown",
+    "plot_label_fractions",
+    "model_card_results",
+]
+
+ResultsLike = dict[str, Any] | str | os.PathLike[str]
+
+
+def load_results(items: ResultsLike | Iterable[ResultsLike]) -> list[dict[str, Any]]:
+    """Results dicts from paths (JSON files written by ``zoo eval``) or dicts, in the given order."""
+    if isinstance(items, (dict, str, os.PathLike)):
+        items = [items]
+    out = []
+    for item in items:
+        data = item if isinstance(item, dict) else json.loads(Path(item).read_text())
+        if data.get("format") != "zoo-eval/1" or "runs" not in data:
+            raise ValueError(f"{item if not isinstance(item, dict) else 'dict'} is not a zoo eval results file "
+                             "(format zoo-eval/1); produce it with `zoo eval`")
+        out.append(data)
+    return out
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def results_key(results: dict[str, Any]) -> str:
+    """``task/protocol/percent`` (e.g. ``retinamnist/linear/100%``)."""
+    return f"{results['task']}/{results['protocol']}/{_pct(results['label_fraction'])}"
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def results_to_metrics(items: ResultsLike | Iterable[ResultsLike]) -> dict[str, dict[str, Any]]:
+    """The registry ``metrics`` of one checkpoint from its results files.
+
+    Each entry holds the checkpoint's mean and std per metric, the random-init pair, the seeds, input
+    size and the command. Every file must contain the checkpoint arm, all of the same sha256.
+    """
+    results = load_results(items)
+    shas = set()
+    metrics: dict[str, dict[str, Any]] = {}
+    for res in results:
+        if "pretrained" not in res["runs"] or not res.get("checkpoint"):
+            raise ValueError(f"{res['command']}: random-init-only results cannot be a checkpoint's metrics; "
+                             "evaluate the checkpoint (registered weights or --checkpoint-path)")
+        shas.add(res["checkpoint"]["sha256"])
+        pre, rnd = res["runs"]["pretrained"], res["runs"]["random_init"]
+        entry: dict[str, Any] = {}
+        for m in res["metrics"]:
+            entry[m] = _r(pre["mean"][m])
+            entry[f"{m}_std"] = _r(pre["std"][m])
+        entry["random_init"] = {k: _r(rnd[s][m]) for m in res["metrics"]
+                                for k, s in ((m, "mean"), (f"{m}_std", "std"))}
+        entry.update(seeds=len(res["seeds"]), img_size=res["img_size"], command=res["command"])
+        metrics[results_key(res)] = entry
+    if len(shas) > 1:
+        raise ValueError(f"results of different checkpoints ({sorted(s[:12] for s in shas)}) cannot be one "
+                         "registry entry's metrics")
+    return metrics
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _input(res: dict[str, Any]) -> str:
+    size = res["input_size"][1:]
+    text = "x".join(str(s) for s in size)
+    return f"{text} crops" if res.get("kind") == "segmentation" else text
+
+
+def results_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str:
+    """One row per (results file, metric): checkpoint vs random init (mean ± std over seeds), and the gain."""
+    results = load_results(items)
+    lines = [
+        "| task | protocol | labels | input | seeds | metric | checkpoint | random init | gain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for res in sorted(results, key=lambda r: (r["task"], r["protocol"], r["label_fraction"])):
+        rnd = res["runs"]["random_init"]
+        pre = res["runs"].get("pretrained")
+        for m in res["metrics"]:
+            ckpt = _fmt(pre["mean"][m], pre["std"][m]) if pre else "–"
+            gain = f"{pre['mean'][m] - rnd['mean'][m]:+.3f}" if pre else "–"
+            lines.append(
+                f"| {res['task']} | {res['protocol']} | {_pct(res['label_fraction'])} | {_input(res)} | "
+                f"{len(res['seeds'])} | {m.upper()} | {ckpt} | {_fmt(rnd['mean'][m], rnd['std'][m])} | {gain} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def anchors_table_markdown(task: str, metrics: Sequence[str]) -> str:
+    """The published anchors on ``task``'s test split for ``metrics`` (a markdown table with sources)."""
+    rows = [a for a in anchors_for(task) if any(m in a.values for m in metrics)]
+    if not rows:
+        return ""
+    head = "| method | protocol | input | " + " | ".join(m.upper() for m in metrics) + " | source |"
+    lines = [head, "|" + "---|" * (4 + len(metrics))]
+    for a in rows:
+        vals = " | ".join(f"{a.values[m]:.3f}" if m in a.values else "–" for m in metrics)
+        note = f" ({a.note})" if a.note else ""
+        lines.append(f"| {a.method} | {a.protocol} | {a.input} | {vals} | {a.source}{note} |")
+    used = sorted({a.source for a in rows})
+    lines.append("")
+    lines += [f"- {s}: {SOURCES[s]}" for s in used]
+    return "\n".join(lines) + "\n"
+
+
+def robustness_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str:
+    """For each results file with robustness runs: metric per corruption and severity, both arms."""
+    out = []
+    for res in load_results(items):
+        rob = res.get("robustness")
+        if not rob:
+            continue
+        m = res["metrics"][0]
+        arms = [a for a in ("pretrained", "random_init") if a in rob]
+        title = (f"{res['task']}, {res['protocol']}, {_pct(res['label_fraction'])} labels, {m.upper()} "
+                 f"(mean ± std over {len(res['seeds'])} seeds)")
+        lines = [f"**{title}**", "", "| corruption | severity | " + " | ".join(a.replace("_", " ") for a in arms) + " |",
+                 "|---|---|" + "---|" * len(arms)]
+        lines.append("| none | – | " + " | ".join(
+            _fmt(rob[a]["clean"][m]["mean"], rob[a]["clean"][m]["std"]) for a in arms) + " |")
+        for name in (k for k in rob[arms[0]] if k != "clean"):
+            for sev in ("1", "2", "3"):
+                cells = " | ".join(_fmt(rob[a][name][sev][m]["mean"], rob[a][name][sev][m]["std"]) for a in arms)
+                lines.append(f"| {name.replace('_', ' ')} | {sev} | {cells} |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
+                         title: str | None = None) -> Path:
+    """A PNG of each (task, protocol)'s headline metric vs label fraction, checkpoint vs random init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = load_results(items)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for res in results:
+        groups.setdefault((res["task"], res["protocol"]), []).append(res)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, ((task, protocol), rs) in zip(axes[0], sorted(groups.items()), strict=True):
+        rs = sorted(rs, key=lambda r: r["label_fraction"])
+        m = rs[0]["metrics"][0]
+        xs = [100 * r["label_fraction"] for r in rs]
+        for arm, style in (("pretrained", "o-"), ("random_init", "s--")):
+            pts = [(x, r["runs"][arm]) for x, r in zip(xs, rs, strict=True) if arm in r["runs"]]
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1]["mean"][m] for p in pts], yerr=[p[1]["std"][m] for p in pts],
+                            fmt=style, capsize=3, label="checkpoint" if arm == "pretrained" else "random init")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training data (%)")
+        ax.set_ylabel(m.upper())
+        ax.set_title(f"{task} ({protocol})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: str | None = None) -> str:
+    """Markdown for a MODEL_CARD.md section: results table, anchors per task, plot, robustness."""
+    results = load_results(items)
+    parts = ["#### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
+             "", results_table_markdown(results)]
+    commands = sorted({r["command"] for r in results})
+    parts += ["Commands:", "", "```", *commands, "```", ""]
+    for task in sorted({r["task"] for r in results}):
+        metrics = next(r["metrics"] for r in results if r["task"] == task)
+        table = anchors_table_markdown(task, metrics)
+        if table:
+            parts += [f"#### Published anchors on the {task} test split", "", table]
+    if plot_path:
+        parts += [f"![metric vs label fraction]({plot_path})", ""]
+    rob = robustness_table_markdown(results)
+    if rob:
+        parts += ["#### Robustness", "", rob]
+    return "\n".join(parts)

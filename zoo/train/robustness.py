@@ -1,0 +1,109 @@
+"""Image corruptions for robustness evaluation: Gaussian blur, Gaussian noise, contrast and JPEG.
+
+Each works on a batch of images in [0, 1], ``(N, C, H, W)`` (blur, noise and contrast also take 3D
+``(N, C, X, Y, Z)``), at the model's input resolution, before intensity normalisation. Three
+severities each, in the spirit of ImageNet-C; the blur width is a fraction of the image size so a
+severity means the same at 28 and 224 px.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "gaussian_blur", "gaussian_noise", "contrast", "jpeg"]
+
+# severity 1..3 -> parameter
+SEVERITIES: dict[str, tuple[float, ...]] = {
+    "gaussian_blur": (0.01, 0.02, 0.04),  # sigma as a fraction of the smaller spatial size
+    "gaussian_noise": (0.04, 0.08, 0.16),  # noise std in [0, 1] intensity units
+    "contrast": (0.6, 0.4, 0.2),  # factor applied around each image's mean
+    "jpeg": (30, 15, 5),  # JPEG quality
+}
+CORRUPTIONS = tuple(SEVERITIES)
+
+
+def _check(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (4, 5):
+        raise ValueError("corruptions take a float tensor (N, C, H, W) or (N, C, X, Y, Z) with values in [0, 1]")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
+    _check(x)
+    if sigma <= 0:
+        return x.clone()
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    n, c = x.shape[:2]
+    dims = x.ndim - 2
+    out = x.reshape(n * c, 1, *x.shape[2:])
+    conv = F.conv2d if dims == 2 else F.conv3d
+    for axis in range(dims):
+        size = out.shape[2 + axis]
+        r = min(radius, size - 1)  # reflect padding needs pad < size
+        k = kernel[radius - r: radius + r + 1]
+        k = k / k.sum()
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = k.numel()
+        pad = [0] * (2 * dims)
+        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = r  # F.pad: last dim first
+        out = conv(F.pad(out, pad, mode="reflect"), k.view(shape))
+    return out.reshape(x.shape)
+
+
+def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
+    """Add seeded i.i.d. Gaussian noise, clipped to [0, 1]."""
+    _check(x)
+    g = torch.Generator().manual_seed(seed)
+    return (x + std * torch.randn(x.shape, generator=g, dtype=x.dtype)).clamp(0.0, 1.0)
+
+
+def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale each image's deviations from its own mean intensity by ``factor``."""
+    _check(x)
+    mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+    return ((x - mean) * factor + mean).clamp(0.0, 1.0)
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode and decode each 2D image (1 or 3 channels) as JPEG at ``quality`` with PIL."""
+    from PIL import Image
+
+    _check(x)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"JPEG needs 2D images with 1 or 3 channels, got shape {tuple(x.shape)}")
+    arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = []
+    for a in arr:
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a, mode="L" if a.shape[-1] == 1 else "RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        with Image.open(buf) as dec:
+            d = np.asarray(dec.convert(img.mode))
+        out.append(d[..., None] if d.ndim == 2 else d)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.dtype) / 255.0
+
+
+def corrupt(x: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
+    """Apply corruption ``name`` at ``severity`` 1, 2 or 3 (0 returns ``x`` unchanged)."""
+    if name not in SEVERITIES:
+        raise ValueError(f"unknown corruption {name!r}; choose one of {CORRUPTIONS}")
+    if severity == 0:
+        return x
+    if severity not in (1, 2, 3):
+        raise ValueError(f"severity must be 0, 1, 2 or 3, got {severity}")
+    p = SEVERITIES[name][severity - 1]
+    if name == "gaussian_blur":
+        return gaussian_blur(x, p * min(x.shape[2:]))
+    if name == "gaussian_noise":
+        return gaussian_noise(x, p, seed=seed)
+    if name == "contrast":
+        return contrast(x, p)
+    return jpeg(x, int(p))
