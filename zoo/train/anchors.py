@@ -54,7 +54,8 @@ def _plus(task: str, protocol: str, auc: tuple[float, ...], acc: tuple[float, ..
         values = {"auc": auc[i] / 100.0}
         if acc is not None:
             values["acc"] = acc[i] / 100.0
-        out.append(Anchor(task, method, protocol, f"{size}, zero-padded to 224", values, "medmnist_plus", note))
+        shown = size if size == "224 px" else f"{size}, zero-padded to 224"
+        out.append(Anchor(task, method, protocol, shown, values, "medmnist_plus", note))
     return out
 
 

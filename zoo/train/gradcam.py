@@ -58,10 +58,11 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | Non
 
 def _probe_model(ctx: Any, arm: str, seed: int) -> nn.Module:
     """The arm's backbone with a linear-probe head (standardisation folded in) fitted on the train pool."""
-    feats_model = build_classifier(ctx.source, arm, num_classes=0, seed=seed)
-    train_f = ctx.features(feats_model, arm, seed, "train")
+    model = build_classifier(ctx.source, arm, num_classes=0, seed=seed)
+    train_f = ctx.features(model, arm, seed, "train")
     probe = LogisticRegression(ctx.task.num_classes).fit(train_f, ctx.train.labels)
-    model = build_classifier(ctx.source, arm, num_classes=ctx.task.num_classes, seed=seed)
+    # the same backbone (a model built with a head would draw its random init in another order)
+    model.reset_classifier(ctx.task.num_classes)
     head = model.get_submodule(ctx.source.cfg.classifier)
     w, b = probe.folded_linear()
     if not isinstance(head, nn.Linear) or head.weight.shape != w.shape:
@@ -94,7 +95,11 @@ def gradcam_figure(
     ctx = prepare_context(config)
     if ctx.task.kind != "classification" or ctx.task.spatial_dims != 2:
         raise ValueError(f"Grad-CAM figures are for 2D classification tasks; {task} is not one")
-    pick = stratified_subset(ctx.test.labels, size=min(n_images, len(ctx.test)), seed=seed)
+    n = min(n_images, len(ctx.test))
+    if n >= len(np.unique(ctx.test.labels)):
+        pick = stratified_subset(ctx.test.labels, size=n, seed=seed)
+    else:
+        pick = np.sort(np.random.default_rng(seed).permutation(len(ctx.test))[:n])
     images = ctx.test.images[pick]
     shown = ctx.prep.unit(images).permute(0, 2, 3, 1).numpy()
     x = ctx.prep(images)
