@@ -47,7 +47,7 @@ from .._registry import get_arch_entry, get_pretrained_cfg
 from ..data.datasets import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
 from .metrics import classification_metrics, segmentation_metrics, summarize
-from .probe import LogisticRegression
+from .probe import L2_GRID, LogisticRegression
 from .robustness import CORRUPTIONS, corrupt
 from .tasks import Split, Task, get_task
 
@@ -520,6 +520,7 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
         }
         if config.robustness:
             robustness[arm] = _summarise_robustness(per_seed, task.metrics)
+    trains_network = config.protocol == "finetune" or task.kind == "segmentation"
     results: dict[str, Any] = {
         "format": "zoo-eval/1",
         "zoo_version": __version__,
@@ -537,10 +538,14 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
         "input_size": list(data_config.input_size) if task.kind == "classification"
         else [data_config.in_chans, size, size],
         "intensity": dataclasses.asdict(data_config.intensity),
-        "epochs": epochs if (config.protocol == "finetune" or task.kind == "segmentation") else None,
+        "epochs": epochs if trains_network else None,
         "batch_size": batch_size,
-        "lr": config.lr,
-        "weight_decay": config.weight_decay,
+        "lr": config.lr if trains_network else None,
+        "weight_decay": config.weight_decay if trains_network else None,
+        "linear_probe": None if trains_network else {
+            "model": "multinomial logistic regression on standardised pooled features (L-BFGS)",
+            "l2_grid": list(L2_GRID), "l2_selection": "stratified 3-fold CV log-loss on the labelled subset",
+        },
         "max_train": config.max_train,
         "max_test": config.max_test,
         "n_train_pool": len(train),
