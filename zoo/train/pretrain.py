@@ -25,6 +25,7 @@ import re
 import shlex
 import statistics
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -555,9 +556,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(method, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                    broadcast_buffers=False,
-                    find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)))
+        with warnings.catch_warnings():
+            # buffers (queues, BN statistics) stay rank-local: a queue is refilled identically on every
+            # rank, and broadcasting a 65,536-key queue at every step would cost more than the step
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            model = DDP(method, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                        broadcast_buffers=False,
+                        find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)))
 
     log_path = out / "log.jsonl"
     if d.main:
@@ -653,6 +658,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         "world_size": d.world,
         "wall_time_s": round(wall, 2),
     }
+    # a checksum of the trained parameters on every rank: DDP keeps them identical
+    checksum = torch.stack([p.detach().double().abs().sum() for p in method.parameters()]).sum().reshape(1)
+    if d.world > 1:
+        sums = [torch.zeros_like(checksum) for _ in range(d.world)]
+        dist.all_gather(sums, checksum)
+        checksum = torch.cat(sums)
+    summary["rank_param_checksums"] = checksum.tolist()
     weights = cfg_path = None
     if d.main:
         weights, cfg_path, problems = _export(out, method, cfg, dataset, spatial_dims, summary, total_steps)
