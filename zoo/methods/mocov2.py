@@ -70,6 +70,7 @@ class MoCoV2(SSLMethod):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.model_kwargs = dict(model_kwargs)  # architecture kwargs, recorded with the exported weights
         self.backbone = create_model(arch, num_classes=0, **model_kwargs)
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"MoCo v2 is a 2D method; {arch} is not a 2D architecture")

@@ -47,6 +47,7 @@ class SimCLR(SSLMethod):
                          **model_kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.model_kwargs = dict(model_kwargs)  # architecture kwargs, recorded with the exported weights
         self.backbone = create_model(arch, num_classes=0, **model_kwargs)
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"SimCLR is a 2D method; {arch} is not a 2D architecture")

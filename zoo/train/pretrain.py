@@ -434,11 +434,14 @@ def _export(
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     weights = out / f"{method.arch}.safetensors"
-    _atomic_write(weights, lambda p: save_file(state, str(p), metadata={"arch": method.arch, "method": cfg.method}))
-    # the exported file must strict-load into the architecture it claims
-    create_model(method.arch, checkpoint_path=weights, num_classes=0)
+    # one metadata key: safetensors writes a metadata map in arbitrary order, one entry keeps the bytes stable
+    meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
+    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
+    # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
+    model_kwargs = dict(getattr(method, "model_kwargs", {}) or {})
+    create_model(method.arch, checkpoint_path=weights, num_classes=0, **model_kwargs)
     base = get_pretrained_cfg(split_model_name(method.arch)[0])
-    in_chans = base.in_chans
+    in_chans = int(model_kwargs.pop("in_chans", base.in_chans))
     if spatial_dims == 2:
         input_size: tuple[int, ...] = (in_chans, cfg.img_size, cfg.img_size)
         intensity, spacing = base.intensity, None
@@ -451,6 +454,8 @@ def _export(
     describe = getattr(dataset, "describe", None)
     entry = base.replace(
         tag=tag,
+        arch_kwargs={**base.arch_kwargs, **model_kwargs},
+        in_chans=in_chans,
         file=weights.name,
         sha256=sha256_file(weights),
         file_size=weights.stat().st_size,
@@ -508,8 +513,9 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     arch_cfg = get_pretrained_cfg(split_model_name(cfg.arch)[0])
     spatial_dims = arch_cfg.spatial_dims
     if spatial_dims not in cls.spatial_dims:
-        raise PretrainError(f"method {cfg.method} is for {cls.spatial_dims}D data but {cfg.arch} is "
-                            f"{spatial_dims}D; choose a matching --arch.")
+        dims = "/".join(f"{n}D" for n in cls.spatial_dims)
+        raise PretrainError(f"method {cfg.method} takes {dims} data but {cfg.arch} is a {spatial_dims}D "
+                            f"architecture; choose a matching --arch.")
     if d.world > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
 
@@ -518,7 +524,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if spatial_dims == 3 and _is_nifti(cfg):
         ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
     dataset = open_dataset(
-        cfg.data, img_size=cfg.img_size, in_chans=arch_cfg.in_chans, spatial_dims=spatial_dims,
+        cfg.data, img_size=cfg.img_size, in_chans=int(cfg.hparams.get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
         cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers), seed=cfg.seed, **ct_kwargs,
     )
     sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
