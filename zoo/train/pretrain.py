@@ -222,8 +222,21 @@ def _collate_images(batch: list[tuple[torch.Tensor, Any]]) -> torch.Tensor:
 
 
 # --- model ---------------------------------------------------------------------------------------
-def _resolve_init(init_from: str, arch: str) -> nn.Module:
-    """A model holding the weights to start from: a registered ``arch.tag``, a safetensors file or a run directory."""
+def _model_kwargs(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The architecture kwargs a method was given (its ``model_kwargs`` hyper-parameter)."""
+    kwargs = hparams.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise PretrainError(f"--hparam model_kwargs must be a JSON object, got {kwargs!r}")
+    return dict(kwargs)
+
+
+def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn.Module:
+    """A model holding the weights to start from: a registered ``arch.tag``, a safetensors file or a run directory.
+
+    It is built with the head of ``arch`` (none for the ResNet backbones), so its keys are those the
+    method exports.
+    """
+    num_classes = get_pretrained_cfg(split_model_name(arch)[0]).num_classes
     path = Path(init_from)
     if path.is_dir():
         candidates = [path / f"{arch}.safetensors"] + sorted(path.glob("*.safetensors"))
@@ -233,8 +246,8 @@ def _resolve_init(init_from: str, arch: str) -> nn.Module:
         path = found
     try:
         if path.is_file():
-            return create_model(arch, checkpoint_path=path, num_classes=0)
-        return create_model(init_from, pretrained=True, num_classes=0)
+            return create_model(arch, checkpoint_path=path, num_classes=num_classes, **model_kwargs)
+        return create_model(init_from, pretrained=True, num_classes=num_classes, **model_kwargs)
     except Exception as err:
         raise PretrainError(
             f"--init-from {init_from}: cannot build {arch if path.is_file() else init_from} with those weights "
@@ -243,32 +256,49 @@ def _resolve_init(init_from: str, arch: str) -> nn.Module:
         ) from err
 
 
-def _backbone_modules(method: SSLMethod) -> list[nn.Module]:
-    """The sub-modules that hold a copy of the exported backbone (the online and any momentum encoder)."""
+def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
+    """Where the exported backbone lives in the method: ``(module, keys)`` pairs.
+
+    The sub-modules whose keys are exactly the exported ones (the online encoder and any momentum
+    copy); failing that, the smallest sub-modules that hold all of them (an encoder-decoder whose
+    encoder is exported), with the exported keys.
+    """
     keys = set(method.export_state_dict())
-    return [m for m in method.modules() if m is not method and set(m.state_dict()) == keys]
+    exact = [(m, keys) for m in method.modules() if m is not method and set(m.state_dict()) == keys]
+    if exact:
+        return exact
+    supersets = [m for m in method.modules() if m is not method and keys <= set(m.state_dict())]
+    if not supersets:
+        return []
+    smallest = min(len(m.state_dict()) for m in supersets)
+    return [(m, keys) for m in supersets if len(m.state_dict()) == smallest]
 
 
 def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
-    source = _resolve_init(init_from, method.arch).state_dict()
+    source = _resolve_init(init_from, method.arch, _model_kwargs(method.hparams)).state_dict()
     targets = _backbone_modules(method)
     if not targets:
         raise PretrainError(
-            f"--init-from: no sub-module of {type(method).__name__} has exactly the keys of its exported backbone, "
+            f"--init-from: no sub-module of {type(method).__name__} holds the keys of its exported backbone, "
             f"so zoo cannot tell where to load {init_from}."
         )
-    for module in targets:
+    for module, keys in targets:
+        if set(source) != keys:
+            missing, extra = sorted(keys - set(source))[:5], sorted(set(source) - keys)[:5]
+            raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: missing {missing}, "
+                                f"unexpected {extra}")
         try:
-            module.load_state_dict(source, strict=True)
+            module.load_state_dict(source, strict=len(keys) == len(module.state_dict()))
         except RuntimeError as err:
             raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: {err}") from err
     _logger.info("initialised %d backbone copies from %s", len(targets), init_from)
     if bn_only:
-        for module in targets:
-            for sub in module.modules():
-                is_norm = isinstance(sub, _NORM_TYPES)
-                for p in sub.parameters(recurse=False):
-                    if not is_norm:
+        for module, keys in targets:
+            for sub_name, sub in module.named_modules():
+                if isinstance(sub, _NORM_TYPES):
+                    continue
+                for p_name, p in sub.named_parameters(recurse=False):
+                    if f"{sub_name}.{p_name}".lstrip(".") in keys:
                         p.requires_grad_(False)
         _logger.info("--bn-only: the backbone trains its normalisation layers only")
 
@@ -438,8 +468,8 @@ def _export(
     meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
     _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
     # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
-    model_kwargs = dict(getattr(method, "model_kwargs", {}) or {})
-    create_model(method.arch, checkpoint_path=weights, num_classes=0, **model_kwargs)
+    model_kwargs = _model_kwargs(method.hparams)
+    create_model(method.arch, checkpoint_path=weights, **model_kwargs)
     base = get_pretrained_cfg(split_model_name(method.arch)[0])
     in_chans = int(model_kwargs.pop("in_chans", base.in_chans))
     if spatial_dims == 2:
@@ -524,7 +554,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if spatial_dims == 3 and _is_nifti(cfg):
         ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
     dataset = open_dataset(
-        cfg.data, img_size=cfg.img_size, in_chans=int(cfg.hparams.get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
+        cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
         cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers), seed=cfg.seed, **ct_kwargs,
     )
     sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
