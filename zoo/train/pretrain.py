@@ -45,7 +45,10 @@ from ..data.datasets import open_dataset
 from ..methods import get_method
 from ..methods.base import SSLMethod
 
-__all__ = ["PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams"]
+__all__ = [
+    "PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams", "prepare_method", "train_step",
+    "build_optimizer",
+]
 
 _logger = logging.getLogger(__name__)
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -257,21 +260,13 @@ def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn
 
 
 def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
-    """Where the exported backbone lives in the method: ``(module, keys)`` pairs.
+    """Every copy of the exported backbone inside the method, as ``(module, exported keys)`` pairs.
 
-    The sub-modules whose keys are exactly the exported ones (the online encoder and any momentum
-    copy); failing that, the smallest sub-modules that hold all of them (an encoder-decoder whose
-    encoder is exported), with the exported keys.
+    A copy is a sub-module whose state dict holds all the exported keys: the online encoder (or the
+    encoder-decoder whose encoder is exported) and any momentum encoder, so that all start alike.
     """
     keys = set(method.export_state_dict())
-    exact = [(m, keys) for m in method.modules() if m is not method and set(m.state_dict()) == keys]
-    if exact:
-        return exact
-    supersets = [m for m in method.modules() if m is not method and keys <= set(m.state_dict())]
-    if not supersets:
-        return []
-    smallest = min(len(m.state_dict()) for m in supersets)
-    return [(m, keys) for m in supersets if len(m.state_dict()) == smallest]
+    return [(m, keys) for m in method.modules() if m is not method and keys <= set(m.state_dict())]
 
 
 def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
@@ -282,6 +277,12 @@ def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
             f"--init-from: no sub-module of {type(method).__name__} holds the keys of its exported backbone, "
             f"so zoo cannot tell where to load {init_from}."
         )
+    trainable = any(
+        p.requires_grad for module, keys in targets for name, p in module.named_parameters() if name in keys
+    )
+    if not trainable:
+        raise PretrainError(f"--init-from: the backbone copies found in {type(method).__name__} are all frozen; "
+                            f"the method does not expose its trained backbone under its exported keys.")
     for module, keys in targets:
         if set(source) != keys:
             missing, extra = sorted(keys - set(source))[:5], sorted(set(source) - keys)[:5]
@@ -303,9 +304,10 @@ def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
         _logger.info("--bn-only: the backbone trains its normalisation layers only")
 
 
-def _build_optimizer(
+def build_optimizer(
     cfg: PretrainConfig, method: SSLMethod
 ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+    """SGD or AdamW over the trainable parameters; unset values come from the method's ``recipe``."""
     recipe = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
     recipe.update(getattr(type(method), "recipe", {}) or {})
     name = (cfg.optimizer or recipe["optimizer"]).lower()
@@ -520,6 +522,33 @@ def _export(
 
 
 # --- the loop ------------------------------------------------------------------------------------
+def prepare_method(method: SSLMethod, device: torch.device, spatial_dims: int, channels_last: bool) -> SSLMethod:
+    """Move ``method`` to ``device``, in channels_last layout if asked, in training mode."""
+    method.to(device)
+    if channels_last:
+        method.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
+    return method.train()
+
+
+def train_step(
+    model: nn.Module, method: SSLMethod, x: torch.Tensor, generator: torch.Generator,
+    opt: torch.optim.Optimizer, step: int, total_steps: int, channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step: loss terms of ``model(x)`` (``model`` is ``method`` or its DDP wrapper),
+    backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    out = model(x, generator)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    method.on_after_step(step, total_steps)
+    return out
+
+
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Run (or resume) one pretraining run; see the module docstring for what it writes."""
     t_start = time.perf_counter()
@@ -574,11 +603,8 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     elif cfg.bn_only:
         raise PretrainError("--bn-only needs --init-from (a backbone to keep frozen apart from its norms)")
     channels_last = spatial_dims == 2 if cfg.channels_last is None else cfg.channels_last
-    method.to(d.device)
-    if channels_last:
-        method.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
-    method.train()
-    opt, opt_info = _build_optimizer(cfg, method)
+    prepare_method(method, d.device, spatial_dims, channels_last)
+    opt, opt_info = build_optimizer(cfg, method)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.warmup_steps, total_steps))
     gen = torch.Generator().manual_seed(_derive_seed("augment", cfg.seed, d.rank))
     torch.manual_seed(_derive_seed("torch", cfg.seed, d.rank))
@@ -641,19 +667,10 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
             t_data = time.perf_counter()
             for x in loader:
                 t0 = time.perf_counter()
-                x = x.to(d.device, non_blocking=True)
-                if channels_last and x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out_terms = model(x, gen)
-                loss = out_terms["loss"]
-                if not torch.isfinite(loss):
-                    raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 lr = opt.param_groups[0]["lr"]
+                out_terms = train_step(model, method, x.to(d.device, non_blocking=True), gen, opt, step,
+                                       total_steps, channels_last)
                 sched.step()
-                method.on_after_step(step, total_steps)
                 step += 1
                 names = sorted(k for k, v in out_terms.items() if isinstance(v, torch.Tensor) and v.numel() == 1)
                 values = _all_mean(torch.stack([out_terms[k].detach().float().reshape(()) for k in names]), d)
