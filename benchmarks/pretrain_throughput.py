@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -53,23 +54,27 @@ def _batch_3d(cube: int, batch: int) -> torch.Tensor:
 
 
 def measure(method_name: str, arch: str, x: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
-    """Median seconds per step and images per second of ``steps`` timed steps after ``warmup``."""
+    """Median wall and CPU seconds per step of ``steps`` timed steps after ``warmup``.
+
+    CPU time (all threads of this process) does not grow when other processes share the cores,
+    so it is the number to compare across runs on a busy machine.
+    """
     torch.manual_seed(0)
     method = get_method(method_name)(arch)
     spatial_dims = get_pretrained_cfg(arch).spatial_dims
-    channels_last = spatial_dims == 2  # as `zoo pretrain` does by default
+    channels_last = True  # as `zoo pretrain` does by default
     prepare_method(method, torch.device("cpu"), spatial_dims, channels_last)
     opt, _ = build_optimizer(PretrainConfig(method=method_name, arch=arch, data="", out=""), method)
     gen = torch.Generator().manual_seed(0)
-    times = []
+    wall, cpu = [], []
     total = warmup + steps
     for step in range(total):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         train_step(method, method, x, gen, opt, step, total, channels_last)
         if step >= warmup:
-            times.append(time.perf_counter() - t0)
-    sec = statistics.median(times)
-    return sec, x.shape[0] / sec
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     x2 = x3 = None
-    rows: list[tuple[str, str, str, float, float]] = []
+    rows: list[tuple[str, str, str, int, float, float]] = []
     for name in args.method or list(METHODS):
         try:
             cls = get_method(name)
@@ -106,19 +111,26 @@ def main(argv: list[str] | None = None) -> int:
                 x3 = _batch_3d(args.cube, args.batch_3d) if x3 is None else x3
                 x, size = x3, f"{args.batch_3d} x {args.cube}^3"
             try:
-                sec, ips = measure(name, arch, x, args.steps, args.warmup)
+                wall, cpu = measure(name, arch, x, args.steps, args.warmup)
             except (ValueError, TypeError, RuntimeError) as err:
                 print(f"skip {name} on {arch}: {type(err).__name__}: {err}")
                 continue
             done_dims.add(dims)
-            rows.append((name, arch, size, sec, ips))
-    print(f"\npretraining throughput, torch {torch.__version__}, {torch.get_num_threads()} thread(s), fp32, CPU")
-    print(f"{'method':<8} {'architecture':<22} {'batch':<14} {'s/step':>8} {'img/s':>8}")
-    for name, arch, size, sec, ips in rows:
-        print(f"{name:<8} {arch:<22} {size:<14} {sec:>8.3f} {ips:>8.2f}")
-    by = {(r[0], get_pretrained_cfg(r[1]).spatial_dims): r[3] for r in rows}
-    if ("pcrl", 2) in by and ("simclr", 2) in by:
-        print(f"\nPCRL / SimCLR cost per 2D step on ResNet-18: {by[('pcrl', 2)] / by[('simclr', 2)]:.2f}x")
+            rows.append((name, arch, size, x.shape[0], wall, cpu))
+    threads = torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\npretraining throughput: torch {torch.__version__}, {threads} thread(s), fp32, channels_last, "
+          f"{os.cpu_count()} CPUs, load average {load:.1f} at the end")
+    print(f"{'method':<8} {'architecture':<20} {'batch':<12} {'wall s/step':>11} {'img/s':>7} "
+          f"{'CPU s/step':>10} {'img/CPU-s':>9}")
+    for name, arch, size, n, wall, cpu in rows:
+        print(f"{name:<8} {arch:<20} {size:<12} {wall:>11.2f} {n / wall:>7.2f} {cpu:>10.2f} {n / cpu:>9.2f}")
+    by = {(r[0], get_pretrained_cfg(r[1]).spatial_dims): r for r in rows}
+    for dims, what in ((2, "2D step (ResNet-18)"), (3, "3D step (3D U-Net)")):
+        if ("pcrl", dims) in by and ("simclr" if dims == 2 else "genesis", dims) in by:
+            ref = "simclr" if dims == 2 else "genesis"
+            p, r = by[("pcrl", dims)], by[(ref, dims)]
+            print(f"PCRL / {ref} cost per {what}: wall {p[4] / r[4]:.2f}x, CPU {p[5] / r[5]:.2f}x")
     return 0
 
 

@@ -195,7 +195,7 @@ def _add_pretrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every K steps (and at each epoch end)")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
-                   help="channels_last memory format (default: on for 2D)")
+                   help="channels_last memory format (default: on)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--fp16", action="store_true", help="export the backbone in float16")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",

@@ -92,7 +92,7 @@ class PretrainConfig:
     workers: int = 0
     ckpt_every: int = 500
     keep_checkpoints: int = 2
-    channels_last: bool | None = None  # default: on for 2D
+    channels_last: bool | None = None  # default: on
     fp16: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -602,7 +602,8 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         _init_backbone(method, cfg.init_from, cfg.bn_only)
     elif cfg.bn_only:
         raise PretrainError("--bn-only needs --init-from (a backbone to keep frozen apart from its norms)")
-    channels_last = spatial_dims == 2 if cfg.channels_last is None else cfg.channels_last
+    # channels_last is faster on CPU for every method measured (2D and 3D; see README "Pretraining")
+    channels_last = True if cfg.channels_last is None else cfg.channels_last
     prepare_method(method, d.device, spatial_dims, channels_last)
     opt, opt_info = build_optimizer(cfg, method)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.warmup_steps, total_steps))
