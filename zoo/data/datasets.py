@@ -222,7 +222,8 @@ class FundusDataset(_DecodedImages):
     threshold). Each photo is cropped to the square around its FOV, resized to ``img_size`` and
     zeroed outside the FOV. ``root/labels.csv`` (``image,label`` rows, image without extension) gives
     labels when present (strings are mapped to sorted class indices). ``dataset.masks`` holds the
-    resized FOV masks (``(N, 1, S, S)`` bool).
+    resized FOV masks (``(N, 1, S, S)`` bool), read back as the non-zero pixels of the masked images
+    (a pixel that is exactly black in all channels inside the FOV would count as outside).
     """
 
     def __init__(

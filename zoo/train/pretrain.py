@@ -565,6 +565,10 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         raise PretrainError(f"--epochs and --batch-size must be > 0, got {cfg.epochs} and {cfg.batch_size}")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise PretrainError(f"--max-steps must be > 0, got {cfg.max_steps}")
+    try:
+        json.dumps(cfg.hparams)
+    except TypeError as err:
+        raise PretrainError(f"method hyper-parameters must be JSON values (they are recorded with the run): {err}") from err
     out = Path(cfg.out)
     if not cfg.resume and (out / "ckpt" / "latest.json").exists():
         raise PretrainError(f"{out} already holds a run; continue it with --resume or choose another --out.")
