@@ -216,3 +216,10 @@ def get_model_entrypoint(name: str) -> Callable[..., Any]:
     if fn is None:
         raise RuntimeError(f"module {module!r} declares {arch_name!r} but does not register it")
     return fn
+
+
+def _unregister_pretrained(name: str) -> None:
+    """Remove an ``arch.tag`` entry (for tests that register temporary checkpoints)."""
+    arch_name, tag = split_model_name(name)
+    with _lock:
+        _archs[arch_name].tags.pop(tag, None)

@@ -108,24 +108,117 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # --- verify --------------------------------------------------------------------------------------
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ._hub import IntegrityError, WeightsNotFoundError, resolve_weights
+    from ._hub import (
+        IntegrityError,
+        WeightsNotFoundError,
+        resolve_weights,
+        verify_hf_cache,
+        verify_local_copies,
+    )
 
     names = list_models(args.names or "*", pretrained=True)
-    failed = 0
+    failed = checked = 0
     for name in names:
         cfg = get_pretrained_cfg(name)
-        try:
-            path = resolve_weights(cfg)
+        if args.cache:  # every local copy, in every source
+            results = verify_local_copies(cfg)
+            if not results:
+                print(f"ABSENT   {name}  (no local copy)")
+            for res in results:
+                checked += 1
+                failed += res.status != "ok"
+                print(f"{res.status.upper():<8} {name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
+            continue
+        checked += 1
+        try:  # the copy a load would use, re-hashed; never downloads
+            path = resolve_weights(cfg, download=False, use_stamp=False)
             print(f"OK       {name}  {path}")
         except WeightsNotFoundError:
-            state = "MISSING " if not cfg.is_official else "ABSENT  "
-            failed += not cfg.is_official
-            print(f"{state} {name}" + ("  (official: convert it with `zoo convert`)" if cfg.is_official else ""))
+            if cfg.hf_hub_id or cfg.url:
+                print(f"REMOTE   {name}  (not downloaded yet: `zoo download {name}`)")
+            elif cfg.is_official:
+                print(f"ABSENT   {name}  (official: convert it with `zoo convert`)")
+            else:
+                failed += 1
+                print(f"MISSING  {name}")
         except IntegrityError as err:
             failed += 1
-            print(f"CORRUPT  {name}  {str(err).splitlines()[0]}")
-    print(f"{len(names) - failed} ok, {failed} failed")
+            print(f"CORRUPT  {name}\n{_indent(str(err))}")
+    if args.cache:
+        for res in verify_hf_cache():
+            checked += 1
+            failed += res.status != "ok"
+            print(f"{res.status.upper():<8} {res.name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
+    if args.mirror:
+        from ._hub import verify_mirror
+
+        for res in verify_mirror(args.mirror):
+            checked += 1
+            failed += res.status != "ok"
+            print(f"{res.status.upper():<8} {res.name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
+    print(f"{checked - failed} ok, {failed} failed")
     return 1 if failed else 0
+
+
+# --- download / mirror / push ----------------------------------------------------------------------
+def _indent(text: str) -> str:
+    return "\n".join("         " + line for line in text.splitlines())
+
+
+def _expand_names(patterns: Sequence[str]) -> list[str]:
+    """``hf-hub:`` / ``local-dir:`` names as given; wildcards over registered checkpoints."""
+    from ._hub import is_hub_name
+
+    names: list[str] = []
+    for pattern in patterns:
+        if is_hub_name(pattern):
+            names.append(pattern)
+            continue
+        found = list_models(pattern, pretrained=True)
+        if not found:
+            get_pretrained_cfg(pattern)  # a mistyped name raises with the closest matches
+            raise CliError(f"{pattern!r} has no registered weights; see `zoo list --pretrained`")
+        names.extend(found)
+    return names
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from ._hub import IntegrityError, WeightsNotFoundError, download
+
+    failed = 0
+    for name in _expand_names(args.names):
+        try:
+            print(f"OK       {name}  {download(name, force=args.force)}")
+        except (WeightsNotFoundError, IntegrityError) as err:
+            failed += 1
+            print(f"FAILED   {name}\n{_indent(str(err))}")
+    return 1 if failed else 0
+
+
+def _cmd_mirror(args: argparse.Namespace) -> int:
+    from ._hub import IntegrityError, WeightsNotFoundError, mirror
+
+    names = _expand_names(args.names)
+    try:
+        manifest = mirror(names, args.to)
+    except (WeightsNotFoundError, IntegrityError) as err:
+        raise CliError(str(err)) from err
+    print(f"mirrored {len(names)} model(s) into {args.to}; manifest {manifest}")
+    print(f"on the air-gapped machine: export ZOO_WEIGHTS_DIR={args.to} ZOO_OFFLINE=1; zoo verify --mirror {args.to}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from ._hf import push_to_hub
+
+    info = push_to_hub(args.name, args.repo_id, revision=args.revision, private=args.private,
+                       create_pr=args.create_pr)
+    print(f"pushed {args.name} to {args.repo_id}: commit {info.oid}")
+    if getattr(info, "pr_url", None):
+        print(f"pull request: {info.pr_url}")
+    print(f"load it with zoo.create_model('hf-hub:{args.repo_id}@{info.oid}', pretrained=True); "
+          f"register it with hf_hub_id={args.repo_id!r}, hf_hub_revision={info.oid!r}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,9 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full pretrained config as JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("verify", help="hash every registered weight file and report each")
+    p = sub.add_parser("verify", help="re-hash the weight file each checkpoint would load (never downloads)")
     p.add_argument("names", nargs="*", help="wildcard filters (default: all)")
+    p.add_argument("--cache", action="store_true",
+                   help="re-hash every local copy (mirror, weights/, Hugging Face cache, downloads)")
+    p.add_argument("--mirror", metavar="DIR", help="re-hash every file listed in DIR/manifest.json")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("download", help="fetch and verify weights now (arch.tag patterns or hf-hub:org/name)")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--force", action="store_true", help="download again even if a copy exists (fixes a corrupt cache)")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("mirror", help="copy weights + manifest into a directory for air-gapped use (ZOO_WEIGHTS_DIR)")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--to", required=True, metavar="DIR")
+    p.set_defaults(func=_cmd_mirror)
+
+    p = sub.add_parser("push", help="publish a checkpoint to the Hugging Face Hub (config.json, safetensors, card)")
+    p.add_argument("name")
+    p.add_argument("--repo-id", required=True, help="org/name on the Hub")
+    p.add_argument("--revision", help="branch to push to (created if needed)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.set_defaults(func=_cmd_push)
     return parser
 
 
