@@ -341,6 +341,12 @@ def push_to_hub(
     """
     if offline_mode():
         raise RuntimeError("cannot push to the Hub while offline: unset ZOO_OFFLINE / HF_HUB_OFFLINE")
+    if isinstance(model_or_name, str) and not is_hub_name(model_or_name):
+        cfg = get_pretrained_cfg(model_or_name)
+        if cfg.is_official:
+            raise ValueError(f"{model_or_name} are the upstream authors' weights (licence: {cfg.license_weights}); "
+                             f"zoo does not redistribute them. Publish weights you trained, or point users to "
+                             f"{cfg.origin} and `zoo convert`.")
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=hf_endpoint(), token=token, library_name="zoo")

@@ -585,6 +585,9 @@ def resolve_weights(
             _check(wf, path, source.repair_hint(wf), use_stamp)
             return path
     remotes = [s for s in sources if isinstance(s, RemoteSource) and s.can_fetch(wf)]
+    if force and not remotes:
+        raise WeightsNotFoundError(f"{wf.name} has no Hub repository or URL to download again from. "
+                                   f"Fix: {wf.restore_hint or 'restore the file from where it was obtained'}.")
     for remote in remotes:
         where = f"{remote.remote_name}: {remote.remote_location(wf)}"
         if offline or not download:

@@ -189,7 +189,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
     for name in _expand_names(args.names):
         try:
             print(f"OK       {name}  {download(name, force=args.force)}")
-        except (WeightsNotFoundError, IntegrityError) as err:
+        except (WeightsNotFoundError, IntegrityError, ValueError) as err:
             failed += 1
             print(f"FAILED   {name}\n{_indent(str(err))}")
     return 1 if failed else 0
@@ -201,7 +201,7 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
     names = _expand_names(args.names)
     try:
         manifest = mirror(names, args.to)
-    except (WeightsNotFoundError, IntegrityError) as err:
+    except (WeightsNotFoundError, IntegrityError, ValueError) as err:
         raise CliError(str(err)) from err
     print(f"mirrored {len(names)} model(s) into {args.to}; manifest {manifest}")
     print(f"on the air-gapped machine: export ZOO_WEIGHTS_DIR={args.to} ZOO_OFFLINE=1; zoo verify --mirror {args.to}")
@@ -209,10 +209,15 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
     from ._hf import push_to_hub
 
-    info = push_to_hub(args.name, args.repo_id, revision=args.revision, private=args.private,
-                       create_pr=args.create_pr)
+    try:
+        info = push_to_hub(args.name, args.repo_id, revision=args.revision, private=args.private,
+                           create_pr=args.create_pr)
+    except (HfHubHTTPError, RuntimeError, ValueError) as err:
+        raise CliError(str(err).splitlines()[0]) from err
     print(f"pushed {args.name} to {args.repo_id}: commit {info.oid}")
     if getattr(info, "pr_url", None):
         print(f"pull request: {info.pr_url}")
