@@ -25,13 +25,18 @@ from huggingface_hub import ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
 import zoo
-from zoo import _hub, cli
+from zoo import _hub, _registry, cli
 from zoo._hub import IntegrityError, WeightsNotFoundError, resolve_weights
-from zoo._registry import _unregister_pretrained, list_models, register_pretrained
+from zoo._registry import list_models, register_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = "genesis_unet3d"
 TINY = {"width": 4}  # a 3D U-Net encoder of ~30k parameters: a real zoo model, tiny files
+
+
+def _unregister_pretrained(name: str) -> None:
+    arch, tag = name.split(".")
+    _registry._archs[arch].tags.pop(tag, None)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
@@ -46,6 +51,7 @@ def online(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     """Point the real client at the loopback Hub and allow network use (for this test only)."""
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import by the client
     return hub
 

@@ -79,7 +79,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     a new name (a user's own model) is registered with default metadata from its docstring.
     """
     name = fn.__name__
-    _ensure_catalog()  # a model module imported before the catalog must not pre-empt its declarations
+    _ensure_catalog()
     with _lock:
         arch = _archs.get(name)
         if arch is None:
@@ -217,10 +217,3 @@ def get_model_entrypoint(name: str) -> Callable[..., Any]:
     if fn is None:
         raise RuntimeError(f"module {module!r} declares {arch_name!r} but does not register it")
     return fn
-
-
-def _unregister_pretrained(name: str) -> None:
-    """Remove an ``arch.tag`` entry (for tests that register temporary checkpoints)."""
-    arch_name, tag = split_model_name(name)
-    with _lock:
-        _archs[arch_name].tags.pop(tag, None)

@@ -10,14 +10,14 @@ from timm.models.resnet import ResNet as _TimmResNet
 
 from .._builder import build_model_with_cfg
 from .._registry import register_model
-from ._contract import check_input
+from ._contract import CheckedInputMixin
 
 __all__ = ["ResNet"]
 
 _DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 
 
-class ResNet(_TimmResNet):
+class ResNet(CheckedInputMixin, _TimmResNet):
     """timm's ResNet (same keys as torchvision's) with zoo's input checks.
 
     Args:
@@ -34,18 +34,13 @@ class ResNet(_TimmResNet):
         self.in_chans = in_chans
         self.spatial_dims = 2
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_features(x)
-
-    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_intermediates(x, *args, **kwargs)
-
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResNet) -> dict[str, torch.Tensor]:
-    """Keep the encoder of a PCRL 2D checkpoint that also stores its decoder."""
-    return {k: v for k, v in state_dict.items() if not k.startswith(("decoder.", "segmentation_head."))}
+    """Take the encoder of a PCRL 2D U-Net checkpoint (``encoder.*`` keys; decoder and head dropped)."""
+    if not any(k.startswith("encoder.") for k in state_dict):
+        return state_dict
+    return {k.removeprefix("encoder."): v for k, v in state_dict.items()
+            if not k.startswith(("decoder.", "segmentation_head."))}
 
 
 def _create(name: str, pretrained: bool, **kwargs: Any) -> ResNet:
