@@ -480,6 +480,8 @@ def test_local_dir_round_trip_and_timm(tmp_path: Path) -> None:
         ours = zoo.create_model(f"local-dir:{folder}", pretrained=True).eval()(x)
         theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x)
         assert torch.equal(ours, model(x)) and torch.equal(theirs, model(x))
+        hub_model = torch.hub.load(str(ROOT), "create_model", f"local-dir:{folder}", source="local", pretrained=True)
+        assert torch.equal(hub_model.eval()(x), model(x))
     _flip_byte_keep_size_and_mtime(folder / "model.safetensors")
     with pytest.raises(IntegrityError):
         zoo.create_model(f"local-dir:{folder}", pretrained=True)

@@ -231,17 +231,6 @@ def _hf_license(text: str) -> tuple[str, str | None]:
     return (key, None) if key in _HF_LICENSES else ("other", text.strip() or "unknown")
 
 
-def _call_args(cfg: PretrainedCfg) -> str:
-    """Keyword arguments that rebuild this model from its architecture's registered defaults."""
-    base = get_pretrained_cfg(cfg.architecture)
-    args = {k: v for k, v in cfg.arch_kwargs.items() if base.arch_kwargs.get(k, object()) != v}
-    if cfg.num_classes != base.num_classes:
-        args["num_classes"] = cfg.num_classes
-    if cfg.in_chans != base.in_chans:
-        args["in_chans"] = cfg.in_chans
-    return "".join(f", {k}={v!r}" for k, v in args.items())
-
-
 def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, int, str] | None, n_params: int) -> str:
     from huggingface_hub import ModelCardData
 
@@ -296,11 +285,8 @@ def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, i
         "", "## Usage", "", "zoo:", "", "```python", "import torch, zoo",
         f'model = zoo.create_model("{hub_name}", pretrained=True).eval()',
         f"features = model.forward_features(torch.randn({shape}))", "```", "",
-        "torch.hub (from a zoo checkout):", "", "```python", "import torch",
-        "from huggingface_hub import hf_hub_download", "",
-        f'weights = hf_hub_download("{repo_id or "ORG/NAME"}", "{WEIGHTS_NAME}")',
-        f'model = torch.hub.load("path/to/zoo", "{cfg.architecture}", source="local", '
-        f"checkpoint_path=weights{_call_args(cfg)})",
+        "torch.hub (the zoo repository's hubconf.py):", "", "```python", "import torch",
+        f'model = torch.hub.load("path/to/zoo", "create_model", "{hub_name}", source="local", pretrained=True)',
         "```", "",
     ]
     if timm_arch:
