@@ -67,6 +67,8 @@ __all__ = [
     "WEIGHTS_NAME",
     "CARD_NAME",
     "MANIFEST_NAME",
+    "HUB_PREFIXES",
+    "mirror_paths",
 ]
 
 _logger = logging.getLogger(__name__)
