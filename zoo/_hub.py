@@ -32,6 +32,7 @@ __all__ = [
     "sha256_file",
     "repo_weights_dir",
     "cache_dir",
+    "convert_command",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -210,12 +211,15 @@ def default_sources() -> list[WeightSource]:
     return [MirrorSource(), RepoWeightsSource()]
 
 
+def convert_command(cfg: PretrainedCfg, path: str = "PATH") -> str:
+    """The ``zoo convert`` command that turns the official file of ``cfg`` into its registered file."""
+    return f"zoo convert --from {cfg.convert_from} {path} --name {cfg.name} -o $ZOO_WEIGHTS_DIR/{cfg.file}"
+
+
 def _fix_hint(cfg: PretrainedCfg) -> str:
     if cfg.is_official:
-        return (
-            f"download the original from {cfg.origin} and run "
-            f"`zoo convert --from {cfg.convert_from} PATH -o $ZOO_WEIGHTS_DIR/{cfg.file}`"
-        )
+        unset = "" if os.environ.get("ZOO_WEIGHTS_DIR") else " (set ZOO_WEIGHTS_DIR to a directory first)"
+        return f"download the original from {cfg.origin} and run `{convert_command(cfg)}`{unset}"
     return f"restore the file (e.g. `git checkout -- weights/{cfg.file}`) or re-download it"
 
 

@@ -6,11 +6,13 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._pretrained import PretrainedCfg
-from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, list_models
+from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, is_model, list_models
+from .convert.layouts import LAYOUTS, layout_names
 
 __all__ = ["main", "build_parser"]
 
@@ -81,6 +83,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ]
         if cfg.origin:
             rows.append(("origin", cfg.origin))
+        if cfg.is_official:
+            from ._hub import convert_command
+
+            rows.append(("convert with", convert_command(cfg)))
         if cfg.command:
             rows.append(("made by", cfg.command))
     else:
@@ -128,6 +134,47 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --- convert -------------------------------------------------------------------------------------
+def _print_keys(keys: list[str], indent: str = "    ", width: int = 100) -> None:
+    """Keys grouped by module: ``up_tr64.bn (5 tensors)``; the full list is in the file's metadata."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        module = key.rpartition(".")[0] or key
+        groups[module] = groups.get(module, 0) + 1
+    text = ", ".join(f"{m} ({n})" if n > 1 else m for m, n in groups.items())
+    print(textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ._hub import MirrorSource
+    from .convert import ConvertError, convert_checkpoint, registry_entry
+
+    try:
+        result = convert_checkpoint(args.path, args.layout, args.output, args.name)
+    except ConvertError as err:
+        raise CliError(str(err)) from None
+    print(f"converted {result.source} (layout {result.layout}, sha256 {result.source_sha256})")
+    print(f"  kept {result.kept} tensors")
+    for reason, keys in result.dropped.items():
+        print(f"  dropped {len(keys)} on purpose: {reason}:")
+        _print_keys(keys)
+    if result.ignored:
+        print(f"  ignored entries (no weights kept): {', '.join(result.ignored)}")
+    print(f"  strict-loaded into: {', '.join(result.validated)}")
+    if result.arch_kwargs:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in result.arch_kwargs.items())
+        print(f"  note: this checkpoint needs create_model(..., {kwargs})")
+    print(f"wrote {result.output} ({result.file_size} bytes)")
+    print(f"sha256 {result.sha256}")
+    print("registry entry:")
+    print(textwrap.indent(registry_entry(result), "  "))
+    cfg = get_pretrained_cfg(result.name) if is_model(result.name) else None
+    if cfg is not None and cfg.has_weights and MirrorSource().locate(cfg) is None:
+        print(f"note: create_model({result.name!r}, pretrained=True) looks for $ZOO_WEIGHTS_DIR/{cfg.file}; "
+              f"set ZOO_WEIGHTS_DIR={result.output.parent} (and keep the file name) to load it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zoo`` command."""
     parser = argparse.ArgumentParser(prog="zoo", description="Self-supervised medical-imaging model zoo.")
@@ -148,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="hash every registered weight file and report each")
     p.add_argument("names", nargs="*", help="wildcard filters (default: all)")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("convert", help="convert an official upstream checkpoint to a zoo safetensors file",
+                       description="Read an official checkpoint without running its pickle code, map its keys "
+                       "to zoo's, strict-load them and write safetensors. Layouts: "
+                       + "; ".join(f"{n}: {lay.description}" for n, lay in LAYOUTS.items()))
+    p.add_argument("--from", dest="layout", required=True, choices=layout_names(), help="the official layout")
+    p.add_argument("path", help="the official file (.pt / .bin / .pth)")
+    p.add_argument("-o", "--output", help="output .safetensors (default: $ZOO_WEIGHTS_DIR/<registered file>)")
+    p.add_argument("--name", help="registry name arch.tag the file is for (default: the official entry)")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 
