@@ -331,7 +331,9 @@ def test_genesis_converted_model_uses_batch_statistics(tmp_path: Path, capsys: p
     """Upstream's ContBatchNorm3d normalises with the batch statistics in eval mode too."""
     m = _model("genesis_unet3d_seg")
     src, out = tmp_path / "Genesis_Chest_CT.pt", tmp_path / "g.safetensors"
-    torch.save({"epoch": 1, "state_dict": _prefixed("module.", m.state_dict()), "optimizer_state_dict": {}}, src)
+    # the 2019 release predates torch's zip format: read the legacy format too
+    torch.save({"epoch": 1, "state_dict": _prefixed("module.", m.state_dict()), "optimizer_state_dict": {}}, src,
+               _use_new_zipfile_serialization=False)
     assert _convert(capsys, "--from", "genesis", str(src), "-o", str(out))[0] == 0
     model = zoo.create_model("genesis_unet3d_seg", checkpoint_path=out).eval()
     with torch.no_grad():
@@ -451,6 +453,10 @@ def test_malicious_pickle_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert not marker.exists()
 
 
-def test_output_must_be_safetensors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = _convert(capsys, "--from", "pcrlv2-2d", str(_pcrlv2_file(tmp_path)), "-o", str(tmp_path / "x.pt"))
+def test_output_must_be_safetensors_and_writable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = str(_pcrlv2_file(tmp_path))
+    rc, _, err = _convert(capsys, "--from", "pcrlv2-2d", src, "-o", str(tmp_path / "x.pt"))
     assert rc == 2 and "must be a .safetensors file" in err
+    (tmp_path / "file").write_text("")
+    rc, _, err = _convert(capsys, "--from", "pcrlv2-2d", src, "-o", str(tmp_path / "file" / "x.safetensors"))
+    assert rc == 2 and "cannot write" in err

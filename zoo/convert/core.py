@@ -10,6 +10,7 @@ metadata -> strict-load it into every zoo architecture of the layout (``zoo.crea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -258,11 +259,14 @@ def convert_checkpoint(
     }
     tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}  # no shared storage
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.safetensors")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        _canonical_safetensors(tmp)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(tmp), metadata=metadata)
+            _canonical_safetensors(tmp)
+        except OSError as err:
+            raise ConvertError(f"cannot write {out}: {err}") from None
         targets = _targets(layout, name)
         for target in targets:
             try:
@@ -275,7 +279,8 @@ def convert_checkpoint(
                 ) from None
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     result = ConversionResult(
         output=out, sha256=sha256_file(out), file_size=out.stat().st_size, source=source,
         source_sha256=source_sha, layout=layout.name, name=name, validated=targets, kept=len(tensors),
@@ -287,7 +292,7 @@ def convert_checkpoint(
 
 def registry_entry(result: ConversionResult) -> str:
     """The ``_catalog.py`` lines that pin this converted file (sha256 and size) for its registry names."""
-    names = [n for n in result.validated if "." in n] or [result.name]
+    names = [n if "." in n else f"{n}.TAG" for n in result.validated]  # TAG: pick one for an unregistered file
     fields = [
         f'file="{result.output.name}"',
         f'sha256="{result.sha256}"',
