@@ -236,7 +236,7 @@ class UNet3D(_UNet3DBase):
         self.up_tr256 = UpTransition(16 * w, s * 8 * w, 8 * w, norm, gn_groups)
         self.up_tr128 = UpTransition(8 * w, s * 4 * w, 4 * w, norm, gn_groups)
         self.up_tr64 = UpTransition(4 * w, s * 2 * w, 2 * w, norm, gn_groups)
-        self.decoder_chs = 2 * w
+        self.decoder_chs = self.num_features = 2 * w  # channels of forward_features
         self.out_tr = OutputTransition(self.decoder_chs, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -310,3 +310,27 @@ def pcrlv2_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
 def pcrlv2_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
     """PCRLv2 3D encoder + its decoder without skip connections, for segmentation."""
     return _full("pcrlv2_unet3d_seg", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """Models Genesis 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("genesis_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """Models Genesis 3D U-Net encoder-decoder at width 16."""
+    return _full("genesis_unet3d_small_seg", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """PCRL 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("pcrl_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """PCRL 3D U-Net encoder-decoder at width 16."""
+    return _full("pcrl_unet3d_small_seg", pretrained, **kwargs)
