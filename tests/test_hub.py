@@ -567,7 +567,15 @@ def test_stamp_is_invalidated_by_any_rewrite(tmp_path: Path) -> None:
 def test_save_for_hf_refuses_what_it_cannot_describe(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="zoo.create_model"):
         zoo.save_for_hf(torch.nn.Linear(2, 2), tmp_path)
+    bare = next(a for a in zoo.list_models() if not zoo.list_pretrained(a))
     with pytest.raises(ValueError, match="no registered weights"):
-        zoo.save_for_hf(ARCH, tmp_path)
+        zoo.save_for_hf(bare, tmp_path)
     with pytest.raises(ValueError, match="features_only"):
         zoo.save_for_hf(zoo.create_model(ARCH, features_only=True, **TINY), tmp_path)
+
+
+def test_push_refuses_upstream_weights(online: FakeHub) -> None:
+    official = next(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).is_official)
+    with pytest.raises(ValueError, match="does not redistribute"):
+        zoo.push_to_hub(official, "zoo-test/not-allowed")
+    assert online.requests() == []

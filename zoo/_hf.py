@@ -161,9 +161,10 @@ def _save_state_dict(model: nn.Module, dst: Path) -> PretrainedCfg:
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    # the file is new: the registry's measured results and provenance no longer describe it
+    # the file is new: the registry's measured results, recipe and upstream file no longer describe it
+    # (licences and origin stay: weights derived from a checkpoint keep its terms)
     return cfg.replace(num_classes=int(getattr(model, "num_classes", cfg.num_classes)),
-                       verified=False, command="", metrics={})
+                       verified=False, command="", metrics={}, convert_from="")
 
 
 def _copy_registered(name: str, dst: Path) -> PretrainedCfg:

@@ -57,6 +57,7 @@ __all__ = [
     "sha256_file",
     "repo_weights_dir",
     "cache_dir",
+    "convert_command",
     "hf_cache_dir",
     "hf_endpoint",
     "offline_mode",
@@ -223,6 +224,11 @@ def verify_file(
     return actual
 
 
+def convert_command(cfg: PretrainedCfg, path: str = "PATH") -> str:
+    """The ``zoo convert`` command that turns the official file of ``cfg`` into its registered file."""
+    return f"zoo convert --from {cfg.convert_from} {path} --name {cfg.name} -o $ZOO_WEIGHTS_DIR/{cfg.file}"
+
+
 # --- what to look for ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WeightFile:
@@ -248,8 +254,8 @@ class WeightFile:
         """The weight file of a pretrained config."""
         hint = ""
         if cfg.is_official:
-            hint = (f"download the original from {cfg.origin} and run `zoo convert --from {cfg.convert_from} "
-                    f"PATH -o $ZOO_WEIGHTS_DIR/{cfg.file or WEIGHTS_NAME}`")
+            unset = "" if os.environ.get("ZOO_WEIGHTS_DIR") else " (set ZOO_WEIGHTS_DIR to a directory first)"
+            hint = f"download the original from {cfg.origin} and run `{convert_command(cfg)}`{unset}"
         elif cfg.file and not (cfg.hf_hub_id or cfg.url):
             hint = f"restore the file (e.g. `git checkout -- weights/{cfg.file}`)"
         return cls(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 
 from . import __version__
 from ._pretrained import PretrainedCfg
-from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, list_models
+from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, is_model, list_models
+from .convert.layouts import LAYOUTS, layout_names
 
 __all__ = ["main", "build_parser"]
 
@@ -81,6 +84,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ]
         if cfg.origin:
             rows.append(("origin", cfg.origin))
+        if cfg.is_official:
+            from ._hub import convert_command
+
+            rows.append(("convert with", convert_command(cfg)))
         if cfg.command:
             rows.append(("made by", cfg.command))
     else:
@@ -108,55 +115,53 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # --- verify --------------------------------------------------------------------------------------
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from collections import Counter
+
     from ._hub import (
+        CheckResult,
         IntegrityError,
         WeightsNotFoundError,
         resolve_weights,
         verify_hf_cache,
         verify_local_copies,
+        verify_mirror,
     )
 
-    names = list_models(args.names or "*", pretrained=True)
-    failed = checked = 0
-    for name in names:
+    counts: Counter[str] = Counter()
+
+    def report(status: str, name: str, where: object = "", detail: str = "") -> None:
+        counts[status] += 1
+        print(f"{status.upper():<8} {name}  {where}" + (f"\n{_indent(detail)}" if detail else ""))
+
+    def report_all(results: list[CheckResult]) -> None:
+        for res in results:
+            report(res.status, res.name, res.path, res.detail if res.status != "ok" else "")
+
+    for name in list_models(args.names or "*", pretrained=True):
         cfg = get_pretrained_cfg(name)
         if args.cache:  # every local copy, in every source
             results = verify_local_copies(cfg)
             if not results:
-                print(f"ABSENT   {name}  (no local copy)")
-            for res in results:
-                checked += 1
-                failed += res.status != "ok"
-                print(f"{res.status.upper():<8} {name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
+                report("absent", name, "(no local copy)")
+            report_all(results)
             continue
-        checked += 1
         try:  # the copy a load would use, re-hashed; never downloads
-            path = resolve_weights(cfg, download=False, use_stamp=False)
-            print(f"OK       {name}  {path}")
+            report("ok", name, resolve_weights(cfg, download=False, use_stamp=False))
         except WeightsNotFoundError:
             if cfg.hf_hub_id or cfg.url:
-                print(f"REMOTE   {name}  (not downloaded yet: `zoo download {name}`)")
+                report("remote", name, f"(not downloaded yet: `zoo download {name}`)")
             elif cfg.is_official:
-                print(f"ABSENT   {name}  (official: convert it with `zoo convert`)")
+                report("absent", name, "(official: convert it with `zoo convert`)")
             else:
-                failed += 1
-                print(f"MISSING  {name}")
+                report("missing", name)
         except IntegrityError as err:
-            failed += 1
-            print(f"CORRUPT  {name}\n{_indent(str(err))}")
+            report("corrupt", name, detail=str(err))
     if args.cache:
-        for res in verify_hf_cache():
-            checked += 1
-            failed += res.status != "ok"
-            print(f"{res.status.upper():<8} {res.name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
+        report_all(verify_hf_cache())
     if args.mirror:
-        from ._hub import verify_mirror
-
-        for res in verify_mirror(args.mirror):
-            checked += 1
-            failed += res.status != "ok"
-            print(f"{res.status.upper():<8} {res.name}  {res.path}" + (f"\n{_indent(res.detail)}" if res.status != "ok" else ""))
-    print(f"{checked - failed} ok, {failed} failed")
+        report_all(verify_mirror(args.mirror))
+    failed = counts["corrupt"] + counts["missing"]
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to verify")
     return 1 if failed else 0
 
 
@@ -226,6 +231,47 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- convert -------------------------------------------------------------------------------------
+def _print_keys(keys: list[str], indent: str = "    ", width: int = 100) -> None:
+    """Keys grouped by module: ``up_tr64.bn (5 tensors)``; the full list is in the file's metadata."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        module = key.rpartition(".")[0] or key
+        groups[module] = groups.get(module, 0) + 1
+    text = ", ".join(f"{m} ({n})" if n > 1 else m for m, n in groups.items())
+    print(textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False))
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from ._hub import MirrorSource, WeightFile
+    from .convert import ConvertError, convert_checkpoint, registry_entry
+
+    try:
+        result = convert_checkpoint(args.path, args.layout, args.output, args.name)
+    except ConvertError as err:
+        raise CliError(str(err)) from None
+    print(f"converted {result.source} (layout {result.layout}, sha256 {result.source_sha256})")
+    print(f"  kept {result.kept} tensors")
+    for reason, keys in result.dropped.items():
+        print(f"  dropped {len(keys)} on purpose: {reason}:")
+        _print_keys(keys)
+    if result.ignored:
+        print(f"  ignored entries (no weights kept): {', '.join(result.ignored)}")
+    print(f"  strict-loaded into: {', '.join(result.validated)}")
+    if result.arch_kwargs:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in result.arch_kwargs.items())
+        print(f"  note: this checkpoint needs create_model(..., {kwargs})")
+    print(f"wrote {result.output} ({result.file_size} bytes)")
+    print(f"sha256 {result.sha256}")
+    print("registry entry:")
+    print(textwrap.indent(registry_entry(result), "  "))
+    cfg = get_pretrained_cfg(result.name) if is_model(result.name) else None
+    if cfg is not None and cfg.has_weights and MirrorSource().locate(WeightFile.from_cfg(cfg)) is None:
+        print(f"note: create_model({result.name!r}, pretrained=True) looks for $ZOO_WEIGHTS_DIR/{cfg.file}; "
+              f"set ZOO_WEIGHTS_DIR={result.output.parent} (and keep the file name) to load it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``zoo`` command."""
     parser = argparse.ArgumentParser(prog="zoo", description="Self-supervised medical-imaging model zoo.")
@@ -267,6 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("convert", help="convert an official upstream checkpoint to a zoo safetensors file",
+                       description="Read an official checkpoint without running its pickle code, map its keys "
+                       "to zoo's, strict-load them and write safetensors. Layouts: "
+                       + "; ".join(f"{n}: {lay.description}" for n, lay in LAYOUTS.items()))
+    p.add_argument("--from", dest="layout", required=True, choices=layout_names(), help="the official layout")
+    p.add_argument("path", help="the official file (.pt / .bin / .pth)")
+    p.add_argument("-o", "--output", help="output .safetensors (default: $ZOO_WEIGHTS_DIR/<registered file>)")
+    p.add_argument("--name", help="registry name arch.tag the file is for (default: the official entry)")
+    p.set_defaults(func=_cmd_convert)
     return parser
 
 
@@ -282,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `zoo list | head`: the reader left, which is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
