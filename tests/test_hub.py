@@ -579,3 +579,16 @@ def test_push_refuses_upstream_weights(online: FakeHub) -> None:
     with pytest.raises(ValueError, match="does not redistribute"):
         zoo.push_to_hub(official, "zoo-test/not-allowed")
     assert online.requests() == []
+
+
+def test_hf_hub_cache_overrides_hf_home(
+    online: FakeHub, weights: tuple[bytes, str], register: Callable[..., str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = weights
+    commit = online.commit("zoo-test/where", {"model.safetensors": data})
+    name = register(data, hf_hub_id="zoo-test/where", hf_hub_revision=commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "custom_cache"))
+    path = _hub.download(name)
+    assert path.is_relative_to(tmp_path / "custom_cache") and path.read_bytes() == data
+    assert not (Path(os.environ["HF_HOME"]) / "hub" / "models--zoo-test--where").exists()
