@@ -107,7 +107,7 @@ def build_model_with_cfg(
     model.pretrained_cfg = cfg.replace(in_chans=model_kwargs["in_chans"],
                                        input_size=(model_kwargs["in_chans"], *cfg.input_size[1:]))
     if features_only:
-        from timm.models import FeatureGetterNet
+        from timm.models._features import FeatureGetterNet
 
         wrapped = FeatureGetterNet(model, out_indices=len(model.feature_info) if out_indices is None else out_indices,
                                    output_fmt="NCHW")

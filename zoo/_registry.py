@@ -79,7 +79,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     a new name (a user's own model) is registered with default metadata from its docstring.
     """
     name = fn.__name__
-    _ensure_catalog()  # a model module imported before the catalog must bind, not redeclare, built-ins
+    _ensure_catalog()
     with _lock:
         arch = _archs.get(name)
         if arch is None:

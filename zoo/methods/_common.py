@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from .._registry import get_pretrained_cfg
+from ..data.augment import MOCOV2_AUG, PCRL_AUG, SIMCLR_AUG, Augment2D, Augment2DConfig, normalize
 
 __all__ = [
     "projection_mlp",
@@ -28,6 +32,8 @@ __all__ = [
     "gather_with_grad",
     "shuffle_bn_forward",
     "cosine_momentum",
+    "AUG_PRESETS",
+    "ViewMaker2D",
 ]
 
 
@@ -191,7 +197,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 @torch.no_grad()
 def shuffle_bn_forward(
-    encoder: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None, splits: int = 1
+    encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, generator: torch.Generator | None = None, splits: int = 1
 ) -> torch.Tensor:
     """MoCo's shuffle-BN: run the key ``encoder`` on a randomly permuted batch, then undo the permutation.
 
@@ -220,3 +226,35 @@ def shuffle_bn_forward(
     perm = torch.randperm(n, generator=generator).to(x.device)
     out = torch.cat([encoder(chunk) for chunk in x[perm].chunk(splits)], dim=0)
     return out[torch.argsort(perm)]
+
+
+AUG_PRESETS: dict[str, Augment2DConfig] = {"mocov2": MOCOV2_AUG, "simclr": SIMCLR_AUG, "pcrl": PCRL_AUG}
+
+
+class ViewMaker2D:
+    """Random 2D views of a batch in [0, 1], normalised as ``arch``'s pretrained config says.
+
+    ``preset`` is a name in :data:`AUG_PRESETS` or an :class:`~zoo.data.augment.Augment2DConfig`;
+    its pixel quantities are rescaled to the batch's image size (recipes are written for 224 px).
+    """
+
+    def __init__(self, arch: str, preset: str | Augment2DConfig = "mocov2") -> None:
+        if isinstance(preset, str):
+            try:
+                preset = AUG_PRESETS[preset]
+            except KeyError:
+                raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {sorted(AUG_PRESETS)}") from None
+        self.cfg = preset
+        intensity = get_pretrained_cfg(arch).intensity
+        self.mean_std = (intensity.mean, intensity.std) if intensity.kind == "mean_std" else None
+        self._augs: dict[int, Augment2D] = {}
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        size = batch.shape[-1]
+        aug = self._augs.get(size)
+        if aug is None:
+            aug = self._augs[size] = Augment2D(self.cfg.scaled(size))
+        view = aug(batch, generator)
+        if self.mean_std is not None:
+            view = normalize(view, *self.mean_std)
+        return view

@@ -44,13 +44,11 @@ class ResNet(_TimmResNet):
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResNet) -> dict[str, torch.Tensor]:
-    """Keep the encoder of a PCRL 2D U-Net checkpoint (``pcrl_unet_resnet18``): drop its decoder and
-    head, strip the ``encoder.`` prefix; plain ResNet keys pass unchanged."""
-    return {
-        k.removeprefix("encoder."): v
-        for k, v in state_dict.items()
-        if not k.startswith(("decoder.", "segmentation_head."))
-    }
+    """Take the encoder of a PCRL 2D U-Net checkpoint (``encoder.*`` keys; decoder and head dropped)."""
+    if not any(k.startswith("encoder.") for k in state_dict):
+        return state_dict
+    return {k.removeprefix("encoder."): v for k, v in state_dict.items()
+            if not k.startswith(("decoder.", "segmentation_head."))}
 
 
 def _create(name: str, pretrained: bool, **kwargs: Any) -> ResNet:

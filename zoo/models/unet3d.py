@@ -236,7 +236,7 @@ class UNet3D(_UNet3DBase):
         self.up_tr256 = UpTransition(16 * w, s * 8 * w, 8 * w, norm, gn_groups)
         self.up_tr128 = UpTransition(8 * w, s * 4 * w, 4 * w, norm, gn_groups)
         self.up_tr64 = UpTransition(4 * w, s * 2 * w, 2 * w, norm, gn_groups)
-        self.decoder_chs = 2 * w
+        self.decoder_chs = self.num_features = 2 * w  # channels of forward_features
         self.out_tr = OutputTransition(self.decoder_chs, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -1,0 +1,69 @@
+"""Shared fixtures: every test runs offline, with temporary caches, on one thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from zoo import _registry
+from zoo._hub import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path_factory.mktemp("env")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(base / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(base / "zoo-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(base / "torch"))
+    monkeypatch.delenv("ZOO_WEIGHTS_DIR", raising=False)
+
+
+@pytest.fixture
+def register_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """Save a model's weights to a temporary mirror and register them as ``arch.tag``.
+
+    Returns a function ``(name, state_dict, **cfg_fields) -> path``; entries are removed afterwards.
+    """
+    from safetensors.torch import save_file
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(mirror))
+    added: list[str] = []
+
+    def register(name: str, state_dict: dict[str, torch.Tensor], **fields: Any) -> Path:
+        arch, tag = name.split(".")
+        path = mirror / f"{arch}.{tag}.safetensors"
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+        defaults: dict[str, Any] = dict(
+            file=path.name, sha256=sha256_file(path), file_size=path.stat().st_size,
+            method="test", pretrain_data="random", modality="none", license_weights="Apache-2.0",
+            license_data="none", command="pytest", metrics={"none": 0.0}, verified=True,
+        )
+        _registry.register_pretrained(name, **{**defaults, **fields})
+        added.append(name)
+        return path
+
+    yield register
+    for name in added:
+        arch, tag = name.split(".")
+        _registry._archs[arch].tags.pop(tag, None)
+
+
+def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch.Tensor:
+    """A random input of the smallest size every model family accepts."""
+    cfg = _registry.get_pretrained_cfg(name)
+    c = cfg.in_chans if in_chans is None else in_chans
+    spatial = (32, 32) if cfg.spatial_dims == 2 else (16, 16, 16)
+    return torch.randn(batch, c, *spatial, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,245 @@
+"""Preprocessing that matches a checkpoint: ``resolve_data_config`` and ``create_transform``.
+
+2D: PIL images, numpy arrays (HW, HWC or CHW; uint8 or float) and tensors, grayscale or RGB, become a
+normalised ``(C, H, W)`` float tensor: channels matched to the model, shorter side resized, centre crop,
+intensity preset. 3D: numpy/tensor volumes in HU (or a NIfTI path) become ``(C, X, Y, Z)``: resampled
+to the checkpoint's voxel spacing, HU-windowed to [0, 1], centre crop/pad to the cube size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._pretrained import Intensity, PretrainedCfg
+from .._registry import get_pretrained_cfg
+
+__all__ = ["DataConfig", "resolve_data_config", "create_transform", "ImageTransform", "VolumeTransform"]
+
+_logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _logger.warning(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model expects as input (a subset of its :class:`PretrainedCfg`)."""
+
+    input_size: tuple[int, ...]
+    spatial_dims: int
+    intensity: Intensity
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    voxel_spacing: tuple[float, ...] | None = None
+
+    @property
+    def in_chans(self) -> int:
+        return self.input_size[0]
+
+
+def resolve_data_config(model_or_name: Any = None, **overrides: Any) -> DataConfig:
+    """The input config of a model, a model name or a :class:`PretrainedCfg`; keyword overrides win.
+
+    A model built by :func:`zoo.create_model` carries its ``pretrained_cfg`` (with its actual ``in_chans``).
+    """
+    if isinstance(model_or_name, PretrainedCfg):
+        cfg = model_or_name
+    elif isinstance(model_or_name, str):
+        cfg = get_pretrained_cfg(model_or_name)
+    elif model_or_name is not None and isinstance(getattr(model_or_name, "pretrained_cfg", None), PretrainedCfg):
+        cfg = model_or_name.pretrained_cfg
+    else:
+        raise TypeError(
+            "resolve_data_config needs a zoo model, a model name or a PretrainedCfg, got "
+            f"{type(model_or_name).__name__}"
+        )
+    values = dict(
+        input_size=cfg.input_size, spatial_dims=cfg.spatial_dims, intensity=cfg.intensity,
+        interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, voxel_spacing=cfg.voxel_spacing,
+    )
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise TypeError(f"unknown data config fields: {sorted(unknown)}")
+    values.update(overrides)
+    values["input_size"] = tuple(values["input_size"])
+    return DataConfig(**values)
+
+
+def _to_chw_float(img: Any) -> tuple[torch.Tensor, bool]:
+    """Any 2D image -> (C, H, W) float tensor, and whether it was integer-typed (0-255 scale)."""
+    if hasattr(img, "mode") and hasattr(img, "convert"):  # PIL, without importing PIL eagerly
+        if img.mode not in ("L", "RGB", "I;16", "I", "F"):
+            img = img.convert("RGB")
+        arr = np.asarray(img)
+        if img.mode in ("I;16", "I"):
+            arr = arr.astype(np.float32) / float(max(int(arr.max()), 1))
+            return torch.from_numpy(arr)[None], False
+        img = arr
+    if isinstance(img, np.ndarray):
+        integer = np.issubdtype(img.dtype, np.integer)
+        t = torch.from_numpy(np.array(img, copy=True))
+        if t.ndim == 2:
+            t = t[None]
+        elif t.ndim == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
+            t = t.permute(2, 0, 1)
+    elif isinstance(img, torch.Tensor):
+        integer = not img.is_floating_point()
+        t = img[None] if img.ndim == 2 else img
+    else:
+        raise TypeError(f"expected a PIL image, numpy array or tensor, got {type(img).__name__}")
+    if t.ndim != 3:
+        raise ValueError(f"expected a 2D image (HW, HWC or CHW), got shape {tuple(t.shape)}")
+    if t.shape[0] == 4:
+        t = t[:3]  # drop alpha
+    t = t.float()
+    if integer:
+        t = t / 255.0
+    return t, integer
+
+
+def _match_channels(t: torch.Tensor, in_chans: int) -> torch.Tensor:
+    c = t.shape[0]
+    if c == in_chans:
+        return t
+    if c == 1:
+        return t.expand(in_chans, *t.shape[1:]).clone()
+    if in_chans == 1 and c == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=t.dtype).view(3, 1, 1)
+        return (t * weights).sum(0, keepdim=True)
+    raise ValueError(f"cannot map a {c}-channel image to the model's {in_chans} channels")
+
+
+def _apply_intensity(t: torch.Tensor, intensity: Intensity) -> torch.Tensor:
+    if intensity.kind == "mean_std":
+        mean = torch.tensor(intensity.mean, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))
+        std = torch.tensor(intensity.std, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))
+        if mean.shape[0] != t.shape[0]:  # the model was created with another in_chans
+            mean, std = mean.mean().expand(t.shape[0], *mean.shape[1:]), std.mean().expand(t.shape[0], *std.shape[1:])
+        return (t - mean) / std
+    if intensity.kind == "zscore":
+        return (t - t.mean()) / t.std().clamp_min(1e-6)
+    return t
+
+
+class ImageTransform:
+    """2D preprocessing for one image (see module docstring)."""
+
+    def __init__(self, config: DataConfig) -> None:
+        if config.spatial_dims != 2:
+            raise ValueError("ImageTransform is for 2D models; use VolumeTransform for 3D")
+        self.config = config
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        cfg = self.config
+        t, integer = _to_chw_float(img)
+        if not integer and cfg.intensity.kind in ("mean_std", "unit") and (t.max() > 1.5 or t.min() < -0.5):
+            _warn_once(
+                "2d-range",
+                f"float image with values in [{t.min():.3g}, {t.max():.3g}], but the checkpoint expects [0, 1] "
+                "before normalisation; divide by 255 (or pass uint8)",
+            )
+        t = _match_channels(t, cfg.in_chans)
+        h, w = cfg.input_size[1:]
+        scale_size = int(round(min(h, w) / cfg.crop_pct))
+        ih, iw = t.shape[1:]
+        s = scale_size / min(ih, iw)
+        new = (max(h, round(ih * s)), max(w, round(iw * s)))
+        if new != (ih, iw):
+            mode = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+            kw = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+            t = F.interpolate(t[None], size=new, mode=mode, **kw)[0]
+        top, left = (new[0] - h) // 2, (new[1] - w) // 2
+        t = t[:, top : top + h, left : left + w]
+        return _apply_intensity(t, cfg.intensity).contiguous()
+
+    def __repr__(self) -> str:
+        return f"ImageTransform({self.config})"
+
+
+class VolumeTransform:
+    """3D preprocessing for one CT volume in HU, ``(X, Y, Z)`` or ``(C, X, Y, Z)``, or a NIfTI path."""
+
+    def __init__(self, config: DataConfig) -> None:
+        if config.spatial_dims != 3:
+            raise ValueError("VolumeTransform is for 3D models; use ImageTransform for 2D")
+        self.config = config
+
+    def __call__(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
+        cfg = self.config
+        if isinstance(volume, (str, os.PathLike)):
+            import nibabel as nib
+
+            img = nib.load(str(Path(volume)))
+            spacing = spacing or tuple(float(z) for z in img.header.get_zooms()[:3])
+            volume = np.asanyarray(img.dataobj)
+        t = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume).float()
+        if t.ndim == 3:
+            t = t[None]
+        if t.ndim != 4:
+            raise ValueError(f"expected a 3D volume (X, Y, Z) or (C, X, Y, Z), got shape {tuple(t.shape)}")
+        if cfg.voxel_spacing is not None and spacing is not None:
+            if len(spacing) != 3:
+                raise ValueError(f"spacing needs 3 values (mm), got {spacing}")
+            size = [max(1, round(n * s / target)) for n, s, target in zip(t.shape[1:], spacing, cfg.voxel_spacing, strict=True)]
+            if list(t.shape[1:]) != size:
+                t = F.interpolate(t[None], size=size, mode="trilinear", align_corners=False)[0]
+        it = cfg.intensity
+        if it.kind == "hu_window":
+            if t.min() >= 0.0 and t.max() <= 1.0:
+                _warn_once(
+                    "3d-range",
+                    "volume values lie in [0, 1] but the checkpoint expects Hounsfield units "
+                    f"(window [{it.hu_min:g}, {it.hu_max:g}]); pass the raw HU volume",
+                )
+            t = (t.clamp(it.hu_min, it.hu_max) - it.hu_min) / (it.hu_max - it.hu_min)
+        else:
+            t = _apply_intensity(t, it)
+        t = _match_channels(t, cfg.in_chans) if t.shape[0] != cfg.in_chans else t
+        return _center_crop_pad(t, cfg.input_size[1:]).contiguous()
+
+    def __repr__(self) -> str:
+        return f"VolumeTransform({self.config})"
+
+
+def _center_crop_pad(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Centre-crop or zero-pad the spatial dims of ``(C, *spatial)`` to ``size``."""
+    pads: list[int] = []
+    slices: list[slice] = [slice(None)]
+    for n, target in zip(t.shape[1:], size, strict=True):
+        if n >= target:
+            start = (n - target) // 2
+            slices.append(slice(start, start + target))
+            pads.append(0)
+            pads.append(0)
+        else:
+            slices.append(slice(None))
+            before = (target - n) // 2
+            pads.append(before)
+            pads.append(target - n - before)
+    t = t[tuple(slices)]
+    if any(pads):
+        # F.pad takes the last dimension first
+        flat = [p for i in range(len(size) - 1, -1, -1) for p in pads[2 * i : 2 * i + 2]]
+        t = F.pad(t, flat)
+    return t
+
+
+def create_transform(config: DataConfig | Any = None, **overrides: Any) -> ImageTransform | VolumeTransform:
+    """The preprocessing transform for a :class:`DataConfig` (or anything ``resolve_data_config`` takes)."""
+    if not isinstance(config, DataConfig) or overrides:
+        config = resolve_data_config(config, **overrides) if not isinstance(config, DataConfig) else \
+            DataConfig(**{**config.__dict__, **overrides})
+    return ImageTransform(config) if config.spatial_dims == 2 else VolumeTransform(config)
