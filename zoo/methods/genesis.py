@@ -53,6 +53,8 @@ class ModelsGenesis(SSLMethod):
 
     name: ClassVar[str] = "genesis"
     spatial_dims: ClassVar[tuple[int, ...]] = (3,)
+    # upstream (pytorch/config.py): SGD lr 1, momentum 0.9, no weight decay (StepLR), batch 6
+    recipe: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 0.0}
 
     def __init__(
         self,

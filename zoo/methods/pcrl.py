@@ -69,8 +69,15 @@ from torch import nn
 from .._registry import get_pretrained_cfg
 from ..data import augment as aug2d
 from ..data import augment3d as aug3d
-from ._common import FeatureQueue, is_distributed, momentum_copy, momentum_update_, projection_mlp, shuffle_bn_forward
-from ._unet import build_unet, decode, encode, encoder_copy, export_unet, head_channels
+from ._common import (
+    FeatureQueue,
+    is_distributed,
+    momentum_copy,
+    momentum_update_,
+    projection_mlp,
+    shuffle_bn_forward,
+)
+from ._unet import ENCODER_TO_UNET, build_unet, decode, encode, encoder_copy, export_unet, head_channels
 from .base import SSLMethod
 
 __all__ = ["PCRL", "PCRLViews", "nce_loss"]
@@ -136,6 +143,8 @@ class PCRL(SSLMethod):
 
     name: ClassVar[str] = "pcrl"
     spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    # upstream: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, cosine schedule, 240 epochs, batch 64
+    recipe: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}
 
     nce_z: torch.Tensor
 
@@ -177,6 +186,10 @@ class PCRL(SSLMethod):
         self.proj = projection_mlp(c, dim, dim)
         self.attention = nn.Sequential(nn.Linear(code_dim, 256), nn.ReLU(inplace=True), nn.Linear(256, c), nn.Sigmoid())
         self.ema = encoder_copy(self.net)
+        # 0 until the first training step copies the student into the momentum encoder (upstream's
+        # ``moment_update(model, model_ema, 0)``), so weights loaded after construction
+        # (``--init-from``) reach both; it also keeps the copy's keys distinct from the exported ones.
+        self.ema.register_buffer("synced", torch.tensor(0, dtype=torch.long))
         self.ema_proj = momentum_copy(self.proj)
         self.queue = FeatureQueue(dim, queue_size)
         self.register_buffer("nce_z", torch.tensor(-1.0))
@@ -185,8 +198,6 @@ class PCRL(SSLMethod):
 
     # --- helpers --------------------------------------------------------------------------------
     def _train_arch(self) -> str:
-        from ._unet import ENCODER_TO_UNET
-
         return ENCODER_TO_UNET.get(self.arch, self.arch)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,6 +345,8 @@ class PCRL(SSLMethod):
     def losses(self, v: PCRLViews, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The PCRL terms from prepared views."""
         g = generator if generator is not None else torch.default_generator
+        if self.training and not bool(self.ema.synced):
+            self._sync_momentum()
         # ordinary branch
         alpha1 = _beta11_max(g)
         k, feats_k = self.momentum_encoder(v.x2, g)
@@ -383,10 +396,20 @@ class PCRL(SSLMethod):
         }
 
     @torch.no_grad()
+    def _momentum_update(self, m: float) -> None:
+        momentum_update_(nn.ModuleList(self._online_encoder), nn.ModuleList(self.ema.children()), m)
+        momentum_update_(self.proj, self.ema_proj, m)
+
+    @torch.no_grad()
+    def _sync_momentum(self) -> None:
+        """Copy the student's encoder and projection into the momentum encoder."""
+        self._momentum_update(0.0)
+        self.ema.synced.fill_(1)
+
+    @torch.no_grad()
     def on_after_step(self, step: int, total_steps: int) -> None:
         """EMA of the momentum encoder and projection: ``ema = m * ema + (1 - m) * student``."""
-        momentum_update_(nn.ModuleList(self._online_encoder), nn.ModuleList(self.ema.children()), self.momentum)
-        momentum_update_(self.proj, self.ema_proj, self.momentum)
+        self._momentum_update(self.momentum)
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """The U-Net (or, for an encoder arch, its encoder) under the keys of ``create_model(arch)``."""

@@ -115,6 +115,10 @@ class PCRLv2(SSLMethod):
 
     name: ClassVar[str] = "pcrlv2"
     spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)
+    # upstream: SGD lr 1e-2 (momentum 0.9, weight decay 1e-4), cosine schedule, 240 epochs, batch 64
+    recipe: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 1e-4}
+    # only one level's deep-supervision head is in each step's loss
+    ddp_find_unused_parameters: ClassVar[bool] = True
 
     progress: torch.Tensor
 
