@@ -74,11 +74,17 @@ _declare("pcrl_unet_resnet18", "PCRL 2D U-Net: ResNet-18 encoder + U-Net decoder
          _UNET2D, "pcrl")
 
 # --- 3D U-Nets (Models Genesis layout) ---------------------------------------------------------------
+# Full width (32) for the official checkpoints; "small" (width 16, ~4.8 M parameters) for the reference
+# weights pretrained here on 2 CPU cores.
 for _method, _what, _decoder in [
     ("genesis", "Models Genesis", "skip"), ("pcrl", "PCRL", "skip"), ("pcrlv2", "PCRLv2", "noskip"),
 ]:
     _norm = "batch_stats_bn" if _method == "genesis" else "bn"
-    _declare(f"{_method}_unet3d", f"{_what} 3D U-Net encoder (features / classification)",
-             _UNET3D_ENCODER, _method, arch_kwargs={"norm": _norm})
-    _declare(f"{_method}_unet3d_seg", f"{_what} 3D U-Net encoder-decoder (segmentation)",
-             _UNET3D_SEG, _method, arch_kwargs={"norm": _norm, "decoder": _decoder})
+    for _suffix, _width in [("", 32), ("_small", 16)]:
+        if _suffix and _method == "pcrlv2":
+            continue
+        _size = f" (width {_width})" if _suffix else ""
+        _declare(f"{_method}_unet3d{_suffix}", f"{_what} 3D U-Net encoder{_size}, features / classification",
+                 _UNET3D_ENCODER, _method, arch_kwargs={"norm": _norm, "width": _width})
+        _declare(f"{_method}_unet3d{_suffix}_seg", f"{_what} 3D U-Net encoder-decoder{_size}, segmentation",
+                 _UNET3D_SEG, _method, arch_kwargs={"norm": _norm, "width": _width, "decoder": _decoder})

@@ -137,7 +137,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from .train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    argv = shlex.join(sys.argv[1:])
+    argv = shlex.join(args.argv)
     command = f"torchrun --nproc_per_node={world} -m zoo.cli {argv}" if world > 1 else f"zoo {argv}"
     spacing = None if args.spacing == ["native"] else tuple(float(s) for s in args.spacing)
     try:
@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by commands that log how they were run
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args) or 0)

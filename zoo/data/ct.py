@@ -187,17 +187,17 @@ class CTCubeDataset(Dataset):
             starts.append(int(torch.randint(0, hi + 1, (1,), generator=g)) if hi >= 0 else hi // 2)
         return starts
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def positions(self, index: int) -> tuple[CTVolume, list[list[int]]]:
+        """The volume of sample ``index`` and the start corner(s) of its cube(s) in this epoch."""
         if not 0 <= index < len(self):
-            raise IndexError(index)
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
         vol = self.volumes[index % len(self.volumes)]
         g = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, index))
         for _ in range(10):
             start = self._random_start(vol, g)
-            cube = self._crop(vol, start)
-            if (cube > self._fg_threshold).float().mean().item() >= self.min_foreground:
+            if (self._crop(vol, start) > self._fg_threshold).float().mean().item() >= self.min_foreground:
                 break
-        cubes = [cube]
+        starts = [start]
         if self.pairs:
             start2 = []
             for s, n, c in zip(start, vol.shape, self.cube_size, strict=True):
@@ -205,8 +205,12 @@ class CTCubeDataset(Dataset):
                 shift = int(torch.randint(-max_shift, max_shift + 1, (1,), generator=g))
                 lo, hi = min(0, n - c), max(0, n - c)
                 start2.append(min(max(s + shift, lo), hi))
-            cubes.append(self._crop(vol, start2))
-        out = torch.stack([window_hu(c, *self.hu_window).unsqueeze(0) for c in cubes])
+            starts.append(start2)
+        return vol, starts
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        vol, starts = self.positions(index)
+        out = torch.stack([window_hu(self._crop(vol, s), *self.hu_window).unsqueeze(0) for s in starts])
         return (out if self.pairs else out[0]), -1
 
     def describe(self) -> str:

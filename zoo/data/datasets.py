@@ -298,7 +298,7 @@ class MedMNISTDataset(Dataset):
     """A MedMNIST v2 ``.npz`` split (2D ``(N, H, W[, 3])`` or 3D ``(N, D, H, W)`` uint8 images).
 
     ``img_size`` resizes once (2D: bilinear with antialiasing; 3D: trilinear to a cube); ``in_chans``
-    repeats grayscale to 3 channels in 2D. Labels: an int for single-label sets, a float vector for
+    repeats grayscale to 3 channels in 2D; ``spatial_dims``, if given, must match the file's. Labels: an int for single-label sets, a float vector for
     multi-label ones (ChestMNIST).
     """
 
@@ -308,6 +308,7 @@ class MedMNISTDataset(Dataset):
         split: str = "train",
         img_size: int | None = None,
         in_chans: int | None = None,
+        spatial_dims: int | None = None,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -335,6 +336,8 @@ class MedMNISTDataset(Dataset):
             x, self.spatial_dims = x.unsqueeze(1), 3
         else:
             raise DatasetError(f"{path}: unsupported image array shape {tuple(images.shape)}")
+        if spatial_dims is not None and spatial_dims != self.spatial_dims:
+            raise DatasetError(f"{path.name} holds {self.spatial_dims}D images but the method is {spatial_dims}D.")
         if img_size is not None and x.shape[-1] != img_size:
             mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
             size = (img_size,) * self.spatial_dims
@@ -410,13 +413,10 @@ def open_dataset(
             raise DatasetError(f"cannot tell what {p} holds: give a folder of images, a MedMNIST .npz, "
                                f"a folder of NIfTI volumes, or set the kind explicitly.")
     if kind == "medmnist":
-        ds = MedMNISTDataset(p, split=split, img_size=img_size if spatial_dims == 2 else int(cube_size[0]),
-                             in_chans=in_chans)
-        if ds.spatial_dims != spatial_dims:
-            raise DatasetError(f"{p.name} holds {ds.spatial_dims}D images but the method is {spatial_dims}D.")
         if spatial_dims == 3 and len(set(cube_size)) != 1:
             raise DatasetError(f"3D MedMNIST volumes are cubes; use an isotropic --cube-size, got {tuple(cube_size)}")
-        return ds
+        return MedMNISTDataset(p, split=split, img_size=img_size if spatial_dims == 2 else int(cube_size[0]),
+                               in_chans=in_chans if spatial_dims == 2 else 1, spatial_dims=spatial_dims)
     if kind == "nifti":
         if spatial_dims != 3:
             raise DatasetError(f"{p} holds CT volumes (3D) but the method is 2D; choose a 3D method/arch.")

@@ -256,5 +256,8 @@ class ViewMaker2D:
             aug = self._augs[size] = Augment2D(self.cfg.scaled(size))
         view = aug(batch, generator)
         if self.mean_std is not None:
-            view = normalize(view, *self.mean_std)
+            mean, std = self.mean_std
+            if len(mean) != view.shape[1]:  # a model made with another in_chans: average, as zoo's transforms do
+                mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+            view = normalize(view, mean, std)
         return view

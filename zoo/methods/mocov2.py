@@ -62,15 +62,16 @@ class MoCoV2(SSLMethod):
         temperature: float = 0.2,
         shuffle_bn_splits: int = 2,
         aug: str | Augment2DConfig = "mocov2",
-        **model_kwargs: Any,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(arch, dim=dim, hidden_dim=hidden_dim, queue_size=queue_size, momentum=momentum,
-                         temperature=temperature, shuffle_bn_splits=shuffle_bn_splits, aug=aug, **model_kwargs)
+                         temperature=temperature, shuffle_bn_splits=shuffle_bn_splits, aug=aug,
+                         model_kwargs=dict(model_kwargs or {}))
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.backbone = create_model(arch, num_classes=0, **model_kwargs)
+        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"MoCo v2 is a 2D method; {arch} is not a 2D architecture")
         feat = self.backbone.num_features

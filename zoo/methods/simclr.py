@@ -28,6 +28,7 @@ class SimCLR(SSLMethod):
         hidden_dim: hidden size of the projection head (default: the backbone's feature size).
         temperature: NT-Xent temperature (0.5, SimCLR's value for small batches).
         aug: augmentation preset (``simclr``, ``mocov2``, ``pcrl``) or an ``Augment2DConfig``.
+        model_kwargs: extra architecture arguments for ``zoo.create_model`` (e.g. ``in_chans``).
     """
 
     name: ClassVar[str] = "simclr"
@@ -41,13 +42,13 @@ class SimCLR(SSLMethod):
         hidden_dim: int | None = None,
         temperature: float = 0.5,
         aug: str | Augment2DConfig = "simclr",
-        **model_kwargs: Any,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(arch, proj_dim=proj_dim, hidden_dim=hidden_dim, temperature=temperature, aug=aug,
-                         **model_kwargs)
+                         model_kwargs=dict(model_kwargs or {}))
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.backbone = create_model(arch, num_classes=0, **model_kwargs)
+        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"SimCLR is a 2D method; {arch} is not a 2D architecture")
         feat = self.backbone.num_features

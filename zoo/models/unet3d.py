@@ -316,3 +316,27 @@ def pcrlv2_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
 def pcrlv2_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
     """PCRLv2 3D encoder + its decoder without skip connections, for segmentation."""
     return _full("pcrlv2_unet3d_seg", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """Models Genesis 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("genesis_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """Models Genesis 3D U-Net encoder-decoder at width 16."""
+    return _full("genesis_unet3d_small_seg", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """PCRL 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("pcrl_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """PCRL 3D U-Net encoder-decoder at width 16."""
+    return _full("pcrl_unet3d_small_seg", pretrained, **kwargs)

@@ -25,6 +25,7 @@ import re
 import shlex
 import statistics
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,10 @@ from ..data.datasets import open_dataset
 from ..methods import get_method
 from ..methods.base import SSLMethod
 
-__all__ = ["PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams"]
+__all__ = [
+    "PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams", "prepare_method", "train_step",
+    "build_optimizer",
+]
 
 _logger = logging.getLogger(__name__)
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -221,8 +225,21 @@ def _collate_images(batch: list[tuple[torch.Tensor, Any]]) -> torch.Tensor:
 
 
 # --- model ---------------------------------------------------------------------------------------
-def _resolve_init(init_from: str, arch: str) -> nn.Module:
-    """A model holding the weights to start from: a registered ``arch.tag``, a safetensors file or a run directory."""
+def _model_kwargs(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The architecture kwargs a method was given (its ``model_kwargs`` hyper-parameter)."""
+    kwargs = hparams.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise PretrainError(f"--hparam model_kwargs must be a JSON object, got {kwargs!r}")
+    return dict(kwargs)
+
+
+def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn.Module:
+    """A model holding the weights to start from: a registered ``arch.tag``, a safetensors file or a run directory.
+
+    It is built with the head of ``arch`` (none for the ResNet backbones), so its keys are those the
+    method exports.
+    """
+    num_classes = get_pretrained_cfg(split_model_name(arch)[0]).num_classes
     path = Path(init_from)
     if path.is_dir():
         candidates = [path / f"{arch}.safetensors"] + sorted(path.glob("*.safetensors"))
@@ -232,8 +249,8 @@ def _resolve_init(init_from: str, arch: str) -> nn.Module:
         path = found
     try:
         if path.is_file():
-            return create_model(arch, checkpoint_path=path, num_classes=0)
-        return create_model(init_from, pretrained=True, num_classes=0)
+            return create_model(arch, checkpoint_path=path, num_classes=num_classes, **model_kwargs)
+        return create_model(init_from, pretrained=True, num_classes=num_classes, **model_kwargs)
     except Exception as err:
         raise PretrainError(
             f"--init-from {init_from}: cannot build {arch if path.is_file() else init_from} with those weights "
@@ -242,39 +259,55 @@ def _resolve_init(init_from: str, arch: str) -> nn.Module:
         ) from err
 
 
-def _backbone_modules(method: SSLMethod) -> list[nn.Module]:
-    """The sub-modules that hold a copy of the exported backbone (the online and any momentum encoder)."""
+def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
+    """Every copy of the exported backbone inside the method, as ``(module, exported keys)`` pairs.
+
+    A copy is a sub-module whose state dict holds all the exported keys: the online encoder (or the
+    encoder-decoder whose encoder is exported) and any momentum encoder, so that all start alike.
+    """
     keys = set(method.export_state_dict())
-    return [m for m in method.modules() if m is not method and set(m.state_dict()) == keys]
+    return [(m, keys) for m in method.modules() if m is not method and keys <= set(m.state_dict())]
 
 
 def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
-    source = _resolve_init(init_from, method.arch).state_dict()
+    source = _resolve_init(init_from, method.arch, _model_kwargs(method.hparams)).state_dict()
     targets = _backbone_modules(method)
     if not targets:
         raise PretrainError(
-            f"--init-from: no sub-module of {type(method).__name__} has exactly the keys of its exported backbone, "
+            f"--init-from: no sub-module of {type(method).__name__} holds the keys of its exported backbone, "
             f"so zoo cannot tell where to load {init_from}."
         )
-    for module in targets:
+    trainable = any(
+        p.requires_grad for module, keys in targets for name, p in module.named_parameters() if name in keys
+    )
+    if not trainable:
+        raise PretrainError(f"--init-from: the backbone copies found in {type(method).__name__} are all frozen; "
+                            f"the method does not expose its trained backbone under its exported keys.")
+    for module, keys in targets:
+        if set(source) != keys:
+            missing, extra = sorted(keys - set(source))[:5], sorted(set(source) - keys)[:5]
+            raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: missing {missing}, "
+                                f"unexpected {extra}")
         try:
-            module.load_state_dict(source, strict=True)
+            module.load_state_dict(source, strict=len(keys) == len(module.state_dict()))
         except RuntimeError as err:
             raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: {err}") from err
     _logger.info("initialised %d backbone copies from %s", len(targets), init_from)
     if bn_only:
-        for module in targets:
-            for sub in module.modules():
-                is_norm = isinstance(sub, _NORM_TYPES)
-                for p in sub.parameters(recurse=False):
-                    if not is_norm:
+        for module, keys in targets:
+            for sub_name, sub in module.named_modules():
+                if isinstance(sub, _NORM_TYPES):
+                    continue
+                for p_name, p in sub.named_parameters(recurse=False):
+                    if f"{sub_name}.{p_name}".lstrip(".") in keys:
                         p.requires_grad_(False)
         _logger.info("--bn-only: the backbone trains its normalisation layers only")
 
 
-def _build_optimizer(
+def build_optimizer(
     cfg: PretrainConfig, method: SSLMethod
 ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+    """SGD or AdamW over the trainable parameters; unset values come from the method's ``recipe``."""
     recipe = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
     recipe.update(getattr(type(method), "recipe", {}) or {})
     name = (cfg.optimizer or recipe["optimizer"]).lower()
@@ -433,11 +466,14 @@ def _export(
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     weights = out / f"{method.arch}.safetensors"
-    _atomic_write(weights, lambda p: save_file(state, str(p), metadata={"arch": method.arch, "method": cfg.method}))
-    # the exported file must strict-load into the architecture it claims
-    create_model(method.arch, checkpoint_path=weights, num_classes=0)
+    # one metadata key: safetensors writes a metadata map in arbitrary order, one entry keeps the bytes stable
+    meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
+    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
+    # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
+    model_kwargs = _model_kwargs(method.hparams)
+    create_model(method.arch, checkpoint_path=weights, **model_kwargs)
     base = get_pretrained_cfg(split_model_name(method.arch)[0])
-    in_chans = base.in_chans
+    in_chans = int(model_kwargs.pop("in_chans", base.in_chans))
     if spatial_dims == 2:
         input_size: tuple[int, ...] = (in_chans, cfg.img_size, cfg.img_size)
         intensity, spacing = base.intensity, None
@@ -450,6 +486,8 @@ def _export(
     describe = getattr(dataset, "describe", None)
     entry = base.replace(
         tag=tag,
+        arch_kwargs={**base.arch_kwargs, **model_kwargs},
+        in_chans=in_chans,
         file=weights.name,
         sha256=sha256_file(weights),
         file_size=weights.stat().st_size,
@@ -484,6 +522,33 @@ def _export(
 
 
 # --- the loop ------------------------------------------------------------------------------------
+def prepare_method(method: SSLMethod, device: torch.device, spatial_dims: int, channels_last: bool) -> SSLMethod:
+    """Move ``method`` to ``device``, in channels_last layout if asked, in training mode."""
+    method.to(device)
+    if channels_last:
+        method.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
+    return method.train()
+
+
+def train_step(
+    model: nn.Module, method: SSLMethod, x: torch.Tensor, generator: torch.Generator,
+    opt: torch.optim.Optimizer, step: int, total_steps: int, channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step: loss terms of ``model(x)`` (``model`` is ``method`` or its DDP wrapper),
+    backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    out = model(x, generator)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    method.on_after_step(step, total_steps)
+    return out
+
+
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Run (or resume) one pretraining run; see the module docstring for what it writes."""
     t_start = time.perf_counter()
@@ -507,8 +572,9 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     arch_cfg = get_pretrained_cfg(split_model_name(cfg.arch)[0])
     spatial_dims = arch_cfg.spatial_dims
     if spatial_dims not in cls.spatial_dims:
-        raise PretrainError(f"method {cfg.method} is for {cls.spatial_dims}D data but {cfg.arch} is "
-                            f"{spatial_dims}D; choose a matching --arch.")
+        dims = "/".join(f"{n}D" for n in cls.spatial_dims)
+        raise PretrainError(f"method {cfg.method} takes {dims} data but {cfg.arch} is a {spatial_dims}D "
+                            f"architecture; choose a matching --arch.")
     if d.world > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
 
@@ -517,7 +583,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if spatial_dims == 3 and _is_nifti(cfg):
         ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
     dataset = open_dataset(
-        cfg.data, img_size=cfg.img_size, in_chans=arch_cfg.in_chans, spatial_dims=spatial_dims,
+        cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
         cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers), seed=cfg.seed, **ct_kwargs,
     )
     sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
@@ -537,11 +603,8 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     elif cfg.bn_only:
         raise PretrainError("--bn-only needs --init-from (a backbone to keep frozen apart from its norms)")
     channels_last = spatial_dims == 2 if cfg.channels_last is None else cfg.channels_last
-    method.to(d.device)
-    if channels_last:
-        method.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
-    method.train()
-    opt, opt_info = _build_optimizer(cfg, method)
+    prepare_method(method, d.device, spatial_dims, channels_last)
+    opt, opt_info = build_optimizer(cfg, method)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.warmup_steps, total_steps))
     gen = torch.Generator().manual_seed(_derive_seed("augment", cfg.seed, d.rank))
     torch.manual_seed(_derive_seed("torch", cfg.seed, d.rank))
@@ -555,9 +618,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(method, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
-                    broadcast_buffers=False,
-                    find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)))
+        with warnings.catch_warnings():
+            # buffers (queues, BN statistics) stay rank-local: a queue is refilled identically on every
+            # rank, and broadcasting a 65,536-key queue at every step would cost more than the step
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            model = DDP(method, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                        broadcast_buffers=False,
+                        find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)))
 
     log_path = out / "log.jsonl"
     if d.main:
@@ -600,19 +667,10 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
             t_data = time.perf_counter()
             for x in loader:
                 t0 = time.perf_counter()
-                x = x.to(d.device, non_blocking=True)
-                if channels_last and x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out_terms = model(x, gen)
-                loss = out_terms["loss"]
-                if not torch.isfinite(loss):
-                    raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
                 lr = opt.param_groups[0]["lr"]
+                out_terms = train_step(model, method, x.to(d.device, non_blocking=True), gen, opt, step,
+                                       total_steps, channels_last)
                 sched.step()
-                method.on_after_step(step, total_steps)
                 step += 1
                 names = sorted(k for k, v in out_terms.items() if isinstance(v, torch.Tensor) and v.numel() == 1)
                 values = _all_mean(torch.stack([out_terms[k].detach().float().reshape(()) for k in names]), d)
@@ -653,6 +711,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         "world_size": d.world,
         "wall_time_s": round(wall, 2),
     }
+    # a checksum of the trained parameters on every rank: DDP keeps them identical
+    checksum = torch.stack([p.detach().double().abs().sum() for p in method.parameters()]).sum().reshape(1)
+    if d.world > 1:
+        sums = [torch.zeros_like(checksum) for _ in range(d.world)]
+        dist.all_gather(sums, checksum)
+        checksum = torch.cat(sums)
+    summary["rank_param_checksums"] = checksum.tolist()
     weights = cfg_path = None
     if d.main:
         weights, cfg_path, problems = _export(out, method, cfg, dataset, spatial_dims, summary, total_steps)
