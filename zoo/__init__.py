@@ -30,6 +30,8 @@ _LAZY = {
     "ModelInputError": "zoo.models._contract",
     "IntegrityError": "zoo._hub",
     "WeightsNotFoundError": "zoo._hub",
+    "save_for_hf": "zoo._hf",
+    "push_to_hub": "zoo._hf",
 }
 
 __all__ = [
