@@ -260,6 +260,11 @@ def test_pretrain_3d_on_real_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert entry.input_size == (1, 16, 16, 16) and entry.voxel_spacing == (3.0, 3.0, 3.0)
     assert entry.intensity.kind == "hu_window" and entry.modality == "ct" and entry.spatial_dims == 3
     zoo.create_model("genesis_unet3d", checkpoint_path=res.weights)
+    # two data-loader worker processes cut the same cubes (positions depend on seed, epoch and index only)
+    again = pretrain(PretrainConfig(method="toy3d", arch="genesis_unet3d", data=str(tmp_path / "ct"),
+                                    out=str(tmp_path / "run3d_w2"), cube_size=(16, 16, 16), spacing=(3.0, 3.0, 3.0),
+                                    samples_per_volume=4, batch_size=2, epochs=1, progress=False, lr=0.01, workers=2))
+    assert again.losses == res.losses
 
 
 def test_cli_pretrain(xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
