@@ -14,8 +14,8 @@ CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 --modal
     --license-data CC-BY-4.0,Apache-2.0,GPL-2.0 --license-weights GPL-2.0 --no-progress"
 
 declare -A RECIPE=(
-  [simclr_kermany]="--method simclr --arch simclr_resnet18 $KERMANY"
-  [mocov2_kermany]="--method mocov2 --arch mocov2_resnet18 $KERMANY --hparam queue_size=4096"
+  [simclr_kermany]="--method simclr --arch simclr_resnet18 $KERMANY --hparam aug=cxr --hparam temperature=0.2"
+  [mocov2_kermany]="--method mocov2 --arch mocov2_resnet18 $KERMANY --hparam aug=cxr --hparam queue_size=4096"
   [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY"
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
   [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
