@@ -165,6 +165,26 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --- export --------------------------------------------------------------------------------------
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ._hub import IntegrityError
+    from .export import ExportError, export_onnx
+
+    size = args.input_size[0] if args.input_size and len(args.input_size) == 1 else args.input_size
+    try:
+        result = export_onnx(
+            args.name, args.output, input_size=size, batch_size=args.batch_size,
+            dynamic_batch=not args.static_batch, dynamic_spatial=args.dynamic_spatial, opset=args.opset,
+            features_only=args.features_only, quantize="int8" if args.int8 else None,
+            calibration_data=args.calibration, verify=not args.no_verify,
+            exporter=args.exporter, verbose=getattr(args, "verbose", False),
+        )
+    except (ExportError, FileNotFoundError, IntegrityError) as err:
+        raise CliError(str(err)) from err
+    print(result.summary())
+    return 0
+
+
 # --- download / mirror / push ----------------------------------------------------------------------
 def _indent(text: str) -> str:
     return "\n".join("         " + line for line in text.splitlines())
@@ -375,6 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-hash every local copy (mirror, weights/, Hugging Face cache, downloads)")
     p.add_argument("--mirror", metavar="DIR", help="re-hash every file listed in DIR/manifest.json")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("export", help="export to ONNX, verified by onnxruntime on real data (optionally int8)")
+    p.add_argument("name", help="arch.tag (exports that checkpoint's weights) or arch (randomly initialised)")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true", help="static int8 QDQ quantization, calibrated on real data")
+    p.add_argument("--calibration", metavar="DIR", help="images (2D) or NIfTI volumes (3D) to calibrate int8 on "
+                   "(default: real data under $ZOO_DATA_DIR)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's recommended one)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the example input (default 1)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis to --batch-size")
+    p.add_argument("--dynamic-spatial", action="store_true", help="make the spatial axes dynamic too")
+    p.add_argument("--input-size", type=int, nargs="+", metavar="N",
+                   help="one size (square / cube), the spatial sizes, or C + spatial (default: the model's)")
+    p.add_argument("--features-only", action="store_true", help="export the multi-scale feature maps")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="auto: dynamo, TorchScript only where it fails (default)")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="show the exporters' own output and progress logs")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("download", help="fetch and verify weights now (arch.tag patterns or hf-hub:org/name)")
     p.add_argument("names", nargs="+")
