@@ -85,3 +85,18 @@ def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch
     c = cfg.in_chans if in_chans is None else in_chans
     spatial = (32, 32) if cfg.spatial_dims == 2 else (16, 16, 16)
     return torch.randn(batch, c, *spatial, generator=torch.Generator().manual_seed(0))
+
+
+def train_steps(method: Any, x: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> list[dict[str, float]]:
+    """Adam steps of an SSL method on one fixed batch; the loss terms of every step."""
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    log = []
+    for step in range(steps):
+        out = method(x, g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        method.on_after_step(step, steps)
+        log.append({k: float(v.detach()) for k, v in out.items()})
+    return log

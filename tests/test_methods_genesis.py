@@ -10,22 +10,13 @@ from _real_data import ct_cubes
 from safetensors.torch import save_file
 
 import zoo
+from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods.genesis import ModelsGenesis
 
 
 def _train(method: ModelsGenesis, x: torch.Tensor, steps: int, seed: int = 0) -> list[float]:
-    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for step in range(steps):
-        out = method(x, g)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        method.on_after_step(step, steps)
-        losses.append(float(out["loss"].detach()))
-    return losses
+    return [d["loss"] for d in train_steps(method, x, steps, seed)]
 
 
 def test_restoration_on_real_ct_decreases() -> None:

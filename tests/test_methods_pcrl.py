@@ -10,6 +10,7 @@ from _real_data import ct_cubes, xray_batch
 from safetensors.torch import save_file
 
 import zoo
+from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods._unet import decode, encode
 from zoo.methods.pcrl import PCRL, nce_loss
@@ -18,18 +19,7 @@ TERMS = {"loss", "loss_contrast", "loss_recon", "nce_ordinary", "nce_mixed", "nc
          "mse_mixed", "mse_cross", "mse_mixed_cross"}
 
 
-def _train(method: PCRL, x: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> list[dict[str, float]]:
-    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    log = []
-    for step in range(steps):
-        out = method(x, g)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        method.on_after_step(step, steps)
-        log.append({k: float(v.detach()) for k, v in out.items()})
-    return log
+_train = train_steps
 
 
 def _undo_code(t: torch.Tensor, code: torch.Tensor) -> torch.Tensor:

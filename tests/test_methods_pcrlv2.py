@@ -10,24 +10,14 @@ from _real_data import ct_cubes, xray_batch
 from safetensors.torch import save_file
 
 import zoo
+from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods.pcrlv2 import PCRLv2, symmetric_cosine
 
 TERMS = {"loss", "mse_recon", "loss_global", "loss_local", "loss_deep_sup"}
 
 
-def _train(method: PCRLv2, x: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> list[dict[str, float]]:
-    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    log = []
-    for step in range(steps):
-        out = method(x, g)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        method.on_after_step(step, steps)
-        log.append({k: float(v.detach()) for k, v in out.items()})
-    return log
+_train = train_steps
 
 
 def test_pcrlv2_2d_on_real_xrays() -> None:
