@@ -1,7 +1,13 @@
-"""Shared fixtures: every test runs offline, with temporary caches, on one thread."""
+"""Shared fixtures: every test runs offline, with temporary caches, on one thread.
+
+The variables below are also set when this file is imported, before anything imports
+huggingface_hub (which reads them once, at import): a stray request goes to the discard port.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,18 @@ from zoo import _registry
 from zoo._hub import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
+
+_SESSION = Path(tempfile.mkdtemp(prefix="zoo-tests-"))
+os.environ.update({
+    "HF_HUB_OFFLINE": "1",
+    "HF_HOME": str(_SESSION / "hf"),
+    "HF_ENDPOINT": "http://127.0.0.1:9",
+    "ZOO_CACHE_DIR": str(_SESSION / "zoo"),
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+})
+for _var in ("ZOO_WEIGHTS_DIR", "HF_HUB_CACHE", "HF_TOKEN"):
+    os.environ.pop(_var, None)
 
 torch.set_num_threads(1)
 
@@ -67,3 +85,18 @@ def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch
     c = cfg.in_chans if in_chans is None else in_chans
     spatial = (32, 32) if cfg.spatial_dims == 2 else (16, 16, 16)
     return torch.randn(batch, c, *spatial, generator=torch.Generator().manual_seed(0))
+
+
+def train_steps(method: Any, x: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> list[dict[str, float]]:
+    """Adam steps of an SSL method on one fixed batch; the loss terms of every step."""
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    log = []
+    for step in range(steps):
+        out = method(x, g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        method.on_after_step(step, steps)
+        log.append({k: float(v.detach()) for k, v in out.items()})
+    return log

@@ -17,8 +17,9 @@ import zoo
 from zoo._hub import sha256_file
 from zoo._pretrained import PretrainedCfg, validate_cfg
 from zoo.cli import main
-from zoo.data.datasets import list_image_folder, load_drive, load_medmnist, stratified_subset
 from zoo.data.paths import data_root
+from zoo.data.sampling import stratified_subset
+from zoo.data.segmentation import load_drive
 from zoo.train import TASK_NAMES
 from zoo.train.anchors import ANCHORS, SOURCES, anchors_for
 from zoo.train.evaluate import (
@@ -52,31 +53,29 @@ from zoo.train.tasks import TASKS, get_task
 
 # --- readers on the real files ---------------------------------------------------------------------
 def test_kermany_folders() -> None:
-    test = list_image_folder(data_root() / "cxr" / "kermany" / "test")
-    assert len(test) == 624 and test.classes == ("NORMAL", "PNEUMONIA")
-    assert np.bincount(test.labels).tolist() == [234, 390]
-    train = list_image_folder(data_root() / "cxr" / "kermany" / "train")
-    assert np.bincount(train.labels).tolist() == [1341, 3875]
-    split = get_task("kermany_pneumonia").load("test", limit=20)
-    assert split.images.shape == (20, 224, 224, 1) and split.images.dtype == np.uint8
+    task = get_task("kermany_pneumonia")
+    test = task.load("test")
+    assert len(test) == 624 and np.bincount(test.labels).tolist() == [234, 390]
+    assert test.images.shape == (624, 1, 224, 224) and test.images.dtype == torch.uint8  # grey stored once
+    split = task.load("test", limit=20)
     assert np.bincount(split.labels).tolist() == [8, 12]  # 234:390 kept in proportion
+    assert torch.equal(split.images, test.images[torch.from_numpy(split.indices)])
 
 
 def test_medmnist_splits() -> None:
-    path = data_root() / "fundus" / "retinamnist.npz"
-    sizes = {s: len(load_medmnist(path, s)[1]) for s in ("train", "val", "test")}
-    assert sizes == {"train": 1080, "val": 120, "test": 400}
-    images, labels = load_medmnist(path, "test")
-    assert images.shape == (400, 28, 28, 3) and labels.dtype == np.int64 and set(labels) == set(range(5))
+    retina = get_task("retinamnist")
+    assert [len(retina.load(s)) for s in ("train", "val", "test")] == [1080, 120, 400]
+    test = retina.load("test")
+    assert test.images.shape == (400, 3, 28, 28) and test.labels.dtype == np.int64 and set(test.labels) == set(range(5))
     task = get_task("adrenalmnist3d")
     assert [len(task.load(s)) for s in ("train", "val", "test")] == [1188, 98, 298]
     with np.load(data_root() / "ct" / "adrenalmnist3d_64.npz") as data:
         assert data["test_labels"].shape == (298, 1) and data["val_labels"].shape == (98, 1)
-    assert task.load("test", limit=4).images.shape == (4, 28, 28, 28)
+    assert task.load("test", limit=4).images.shape == (4, 1, 28, 28, 28)
     with pytest.raises(ValueError, match="--img-size 28 or 64"):
         task.load("test", img_size=32)
-    with pytest.raises(ValueError, match="split must be one of"):
-        load_medmnist(path, "valid")
+    with pytest.raises(ValueError, match="train and test splits only"):
+        get_task("kermany_pneumonia").load("val")
 
 
 def test_drive_splits_with_fov() -> None:

@@ -10,7 +10,7 @@ from tests.conftest import small_input
 from zoo.models.unet3d import BatchStatsNorm3d
 
 ARCHS = zoo.list_models()
-SEG = {"pcrl_unet_resnet18", "genesis_unet3d_seg", "pcrl_unet3d_seg", "pcrlv2_unet3d_seg"}
+SEG = {"pcrl_unet_resnet18", *(a for a in ARCHS if a.endswith("_seg"))}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

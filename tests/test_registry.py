@@ -45,7 +45,7 @@ def test_schema_catches_bad_entries() -> None:
 def test_wildcards_exclude_and_pretrained(register_weights) -> None:
     assert zoo.list_models("pcrl_*") == sorted(n for n in zoo.list_models() if n.startswith("pcrl_"))
     assert "pcrlv2_resnet18" not in zoo.list_models("pcrl_*")
-    assert zoo.list_models(["genesis*", "swcl*"], exclude_filters="*_seg") == [
+    assert zoo.list_models(["genesis*", "swcl*"], exclude_filters=["*_seg", "*_small"]) == [
         "genesis_unet3d", "swcl_resnet18", "swcl_resnetv2_50x1"]
     import torch
 

@@ -30,6 +30,9 @@ _LAZY = {
     "ModelInputError": "zoo.models._contract",
     "IntegrityError": "zoo._hub",
     "WeightsNotFoundError": "zoo._hub",
+    "export_onnx": "zoo.export",
+    "save_for_hf": "zoo._hf",
+    "push_to_hub": "zoo._hf",
 }
 
 __all__ = [

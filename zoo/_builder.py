@@ -1,9 +1,9 @@
 """Build a model from its pretrained config and load its weights.
 
-The flow of ``create_model(name, pretrained=True)``: registry -> entry function -> here:
-resolve the weight file (``_hub``) -> verify sha256 -> read safetensors -> family filter -> adapt the
-first convolution to ``in_chans`` -> drop a classifier head that does not fit -> strict load ->
-``features_only`` wrapper.
+The flow of ``create_model(name, pretrained=True)``: registry (or, for ``hf-hub:`` / ``local-dir:``
+names, the repository's config.json via ``_hub``) -> entry function -> here: resolve the weight file
+(``_hub``) -> verify sha256 -> read safetensors -> family filter -> adapt the first convolution to
+``in_chans`` -> drop a classifier head that does not fit -> strict load -> ``features_only`` wrapper.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ._hub import resolve_weights
+from ._hub import is_hub_name, resolve_hub_model, resolve_weights
 from ._pretrained import PretrainedCfg
-from ._registry import get_model_entrypoint, get_pretrained_cfg, split_model_name
+from ._registry import get_model_entrypoint, get_pretrained_cfg
 
 __all__ = [
     "CheckpointError",
@@ -54,22 +54,25 @@ def create_model(
     """Create a model by name, timm-style.
 
     Args:
-        model_name: ``arch`` or ``arch.tag`` (see ``zoo list``); ``hf-hub:org/name`` and
-            ``local-dir:/path`` names are resolved by :mod:`zoo._hub` once it supports them.
+        model_name: ``arch`` or ``arch.tag`` (see ``zoo list``), ``hf-hub:org/name[@revision]`` or
+            ``local-dir:/path`` (a directory written by :func:`zoo.save_for_hf`).
         pretrained: load the registered weights (sha256-verified safetensors).
         num_classes: classifier classes; 0 gives pooled features (default: the checkpoint's).
         in_chans: input channels; the first convolution is adapted from the checkpoint's.
         features_only: return a model that outputs multi-scale feature maps (see ``feature_info``).
         out_indices: which feature levels to return with ``features_only``.
-        checkpoint_path: a local safetensors file to load instead of the registered one.
+        checkpoint_path: a local safetensors file to load instead of the registered one (not verified).
         pretrained_cfg_overlay: fields replacing those of the registered pretrained config.
         **kwargs: architecture arguments (e.g. ``drop_rate``, ``norm``).
     """
-    arch, _ = split_model_name(model_name)
-    cfg = get_pretrained_cfg(model_name)
+    if is_hub_name(model_name):
+        cfg, hub_weights = resolve_hub_model(model_name, pretrained=pretrained and checkpoint_path is None)
+        checkpoint_path = checkpoint_path or hub_weights  # already verified against config.json's sha256
+    else:
+        cfg = get_pretrained_cfg(model_name)
     if pretrained_cfg_overlay:
         cfg = cfg.replace(**pretrained_cfg_overlay)
-    fn = get_model_entrypoint(arch)
+    fn = get_model_entrypoint(cfg.architecture)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
@@ -104,7 +107,9 @@ def build_model_with_cfg(
     if checkpoint_path is not None or pretrained:
         path = Path(checkpoint_path) if checkpoint_path is not None else resolve_weights(cfg)
         load_checkpoint(model, path, cfg, filter_fn=filter_fn)
-    model.pretrained_cfg = cfg.replace(in_chans=model_kwargs["in_chans"],
+    # record every architecture argument, so that zoo.save_for_hf can rebuild exactly this model
+    arch_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("num_classes", "in_chans")}
+    model.pretrained_cfg = cfg.replace(in_chans=model_kwargs["in_chans"], arch_kwargs=arch_kwargs,
                                        input_size=(model_kwargs["in_chans"], *cfg.input_size[1:]))
     if features_only:
         from timm.models._features import FeatureGetterNet

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._pretrained import Intensity
-from ._registry import declare_model
+from ._registry import declare_model, register_pretrained
 
 __all__: list[str] = []
 
@@ -74,11 +74,93 @@ _declare("pcrl_unet_resnet18", "PCRL 2D U-Net: ResNet-18 encoder + U-Net decoder
          _UNET2D, "pcrl")
 
 # --- 3D U-Nets (Models Genesis layout) ---------------------------------------------------------------
+# Full width (32) for the official checkpoints; "small" (width 16, ~4.8 M parameters) for the reference
+# weights pretrained here on 2 CPU cores.
 for _method, _what, _decoder in [
     ("genesis", "Models Genesis", "skip"), ("pcrl", "PCRL", "skip"), ("pcrlv2", "PCRLv2", "noskip"),
 ]:
     _norm = "batch_stats_bn" if _method == "genesis" else "bn"
-    _declare(f"{_method}_unet3d", f"{_what} 3D U-Net encoder (features / classification)",
-             _UNET3D_ENCODER, _method, arch_kwargs={"norm": _norm})
-    _declare(f"{_method}_unet3d_seg", f"{_what} 3D U-Net encoder-decoder (segmentation)",
-             _UNET3D_SEG, _method, arch_kwargs={"norm": _norm, "decoder": _decoder})
+    for _suffix, _width in [("", 32), ("_small", 16)]:
+        if _suffix and _method == "pcrlv2":
+            continue
+        _size = f" (width {_width})" if _suffix else ""
+        _declare(f"{_method}_unet3d{_suffix}", f"{_what} 3D U-Net encoder{_size}, features / classification",
+                 _UNET3D_ENCODER, _method, arch_kwargs={"norm": _norm, "width": _width})
+        _declare(f"{_method}_unet3d{_suffix}_seg", f"{_what} 3D U-Net encoder-decoder{_size}, segmentation",
+                 _UNET3D_SEG, _method, arch_kwargs={"norm": _norm, "width": _width, "decoder": _decoder})
+
+# --- official upstream checkpoints ------------------------------------------------------------------
+# Released by the upstream authors and converted by each user with `zoo convert` (zoo does not
+# redistribute them). sha256/file_size stay None and verified=False until a converted file's hash is
+# pinned; `zoo convert` prints the entry to paste here.
+
+
+def _register_official(names: tuple[str, ...], **fields: Any) -> None:
+    """Register one official checkpoint under several names (an encoder and its _seg model share a file)."""
+    for name in names:
+        register_pretrained(name, **fields)
+
+
+_PCRLV2_ORIGIN = "https://github.com/RL4M/PCRLv2 (Google Drive link in its README): "
+_PCRLV2_LICENCE = "MIT (RL4M/PCRLv2)"
+_LUNA_DATA = "LUNA16 / LIDC-IDRI: CC BY 3.0 (The Cancer Imaging Archive)"
+_SWCL_ORIGIN = "https://github.com/BPYap/SWCL (Google Drive folder '{}' linked in its README): pytorch_model.bin"
+_SWCL_LICENCE = "NONE STATED (no licence file in BPYap/SWCL): not redistributable; convert it for your own use only"
+_SWCL_DATA = ("Kaggle EyePACS (Kaggle competition rules) and OIA-ODIR (github.com/nkicsl/OIA-ODIR); "
+              "check their terms before use")
+
+_register_official(
+    ("pcrlv2_resnet18.chest",),
+    file="pcrlv2_resnet18.chest.safetensors", convert_from="pcrlv2-2d",
+    origin=_PCRLV2_ORIGIN + "simance_multi_crop_chest_pretask_1.0_240.pt",
+    pretrain_data="NIH ChestX-ray14", modality="cxr", license_weights=_PCRLV2_LICENCE,
+    license_data="NIH ChestX-ray14 (NIH Clinical Center: unrestricted use, citation requested)",
+    notes="The official PCRLv2 2D encoder (smp ResNet-18 encoder, torchvision key names).",
+)
+_register_official(
+    ("pcrlv2_resnet18.chexpert",),
+    file="pcrlv2_resnet18.chexpert.safetensors", convert_from="pcrlv2-2d",
+    origin=_PCRLV2_ORIGIN + "simance_multi_crop_chexpter_pretask_1.0_240.pt (upstream's spelling)",
+    pretrain_data="CheXpert", modality="cxr", license_weights=_PCRLV2_LICENCE,
+    license_data="Stanford CheXpert Research Use Agreement (non-commercial research)",
+    notes="The official PCRLv2 2D encoder (smp ResNet-18 encoder, torchvision key names).",
+)
+_register_official(
+    ("pcrlv2_unet3d.luna", "pcrlv2_unet3d_seg.luna"),
+    file="pcrlv2_unet3d.luna.safetensors", convert_from="pcrlv2-3d",
+    origin=_PCRLV2_ORIGIN + "simance_multi_crop_luna_pretask_1.0_240.pt",
+    pretrain_data="LUNA16 chest CT", modality="ct", license_weights=_PCRLV2_LICENCE, license_data=_LUNA_DATA,
+    notes="Encoder and decoder without skip connections (decoder='noskip'); the per-level pretraining heads "
+    "(up_tr*.bn, predictor_head, deep_supervision_head) are dropped. These key names come from upstream's "
+    "model definition, not from the released file: if a real file disagrees, correct the table in "
+    "zoo/convert/layouts.py. Upstream's out_tr ends in a sigmoid (out_act='sigmoid' reproduces it).",
+)
+_register_official(
+    ("swcl_resnet18.swap",),
+    file="swcl_resnet18.swap.safetensors", convert_from="swcl-resnet18",
+    origin=_SWCL_ORIGIN.format("SWCL (ResNet-18)"),
+    pretrain_data="retinal-SWAP patches (Kaggle EyePACS + OIA-ODIR)", modality="fundus",
+    license_weights=_SWCL_LICENCE, license_data=_SWCL_DATA,
+    intensity=Intensity(mean=(0.1633, 0.2259, 0.3219), std=(0.1756, 0.2195, 0.3038)),
+    notes="torchvision ResNet-18 encoder; the SupCon projection head is dropped.",
+)
+_register_official(
+    ("swcl_resnetv2_50x1.swap",),
+    file="swcl_resnetv2_50x1.swap.safetensors", convert_from="swcl-resnetv2-50x1",
+    origin=_SWCL_ORIGIN.format("SWCL (ResNetv2-50x1)"),
+    pretrain_data="retinal-SWAP patches (Kaggle EyePACS + OIA-ODIR)", modality="fundus",
+    license_weights=_SWCL_LICENCE, license_data=_SWCL_DATA,
+    notes="BiT ResNetV2-50x1 encoder, renamed to timm's ResNetV2 keys; the SupCon projection head is dropped.",
+)
+_register_official(
+    ("genesis_unet3d.chest_ct", "genesis_unet3d_seg.chest_ct"),
+    file="genesis_unet3d.chest_ct.safetensors", convert_from="genesis",
+    origin="https://huggingface.co/MrGiovanni/ModelsGenesis (Genesis_Chest_CT.pt); "
+    "code: https://github.com/MrGiovanni/ModelsGenesis",
+    pretrain_data="LUNA16 chest CT", modality="ct",
+    license_weights="NON-COMMERCIAL use only, patent pending (Models Genesis licence, "
+    "github.com/MrGiovanni/ModelsGenesis)",
+    license_data=_LUNA_DATA,
+    notes="Batch-statistics BN as upstream's ContBatchNorm3d (norm='batch_stats_bn'): outputs depend on the "
+    "batch, also in eval mode. Upstream's restoration output ends in a sigmoid (out_act='sigmoid').",
+)

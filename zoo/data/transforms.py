@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,7 +169,11 @@ class ImageTransform:
 
 
 class VolumeTransform:
-    """3D preprocessing for one CT volume in HU, ``(X, Y, Z)`` or ``(C, X, Y, Z)``, or a NIfTI path."""
+    """3D preprocessing for one CT volume in HU, ``(X, Y, Z)`` or ``(C, X, Y, Z)``, or a NIfTI path.
+
+    A NIfTI path is read with :func:`zoo.data.ct.load_ct` (reoriented to RAS and resampled, exactly as
+    the pretraining cubes); an array is taken in RAS order, resampled when ``spacing`` is given.
+    """
 
     def __init__(self, config: DataConfig) -> None:
         if config.spatial_dims != 3:
@@ -178,24 +181,20 @@ class VolumeTransform:
         self.config = config
 
     def __call__(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
+        from .ct import load_ct, resample, window_hu
+
         cfg = self.config
         if isinstance(volume, (str, os.PathLike)):
-            import nibabel as nib
-
-            img = nib.load(str(Path(volume)))
-            spacing = spacing or tuple(float(z) for z in img.header.get_zooms()[:3])
-            volume = np.asanyarray(img.dataobj)
-        t = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume).float()
-        if t.ndim == 3:
-            t = t[None]
-        if t.ndim != 4:
-            raise ValueError(f"expected a 3D volume (X, Y, Z) or (C, X, Y, Z), got shape {tuple(t.shape)}")
-        if cfg.voxel_spacing is not None and spacing is not None:
-            if len(spacing) != 3:
-                raise ValueError(f"spacing needs 3 values (mm), got {spacing}")
-            size = [max(1, round(n * s / target)) for n, s, target in zip(t.shape[1:], spacing, cfg.voxel_spacing, strict=True)]
-            if list(t.shape[1:]) != size:
-                t = F.interpolate(t[None], size=size, mode="trilinear", align_corners=False)[0]
+            ct = load_ct(volume, spacing=cfg.voxel_spacing)  # reoriented to RAS, as in pretraining
+            t = ct.hu.float()[None]
+        else:
+            t = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume).float()
+            if t.ndim == 3:
+                t = t[None]
+            if t.ndim != 4:
+                raise ValueError(f"expected a 3D volume (X, Y, Z) or (C, X, Y, Z), got shape {tuple(t.shape)}")
+            if cfg.voxel_spacing is not None and spacing is not None:
+                t = torch.stack([resample(c, spacing, cfg.voxel_spacing) for c in t])
         it = cfg.intensity
         if it.kind == "hu_window":
             if t.min() >= 0.0 and t.max() <= 1.0:
@@ -204,7 +203,7 @@ class VolumeTransform:
                     "volume values lie in [0, 1] but the checkpoint expects Hounsfield units "
                     f"(window [{it.hu_min:g}, {it.hu_max:g}]); pass the raw HU volume",
                 )
-            t = (t.clamp(it.hu_min, it.hu_max) - it.hu_min) / (it.hu_max - it.hu_min)
+            t = window_hu(t, it.hu_min, it.hu_max)
         else:
             t = _apply_intensity(t, it)
         t = _match_channels(t, cfg.in_chans) if t.shape[0] != cfg.in_chans else t

@@ -8,9 +8,11 @@ for ``features_only``. :func:`check_input` gives every model the same clear erro
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["ModelInputError", "check_input"]
+__all__ = ["ModelInputError", "check_input", "CheckedInputMixin"]
 
 
 class ModelInputError(ValueError):
@@ -42,3 +44,21 @@ def check_input(x: torch.Tensor, in_chans: int, spatial_dims: int, model: str, m
             f"{model} needs every spatial size divisible by {multiple}, got {tuple(x.shape[2:])}. "
             f"Pad or crop the input."
         )
+
+
+class CheckedInputMixin:
+    """Adds :func:`check_input` to a timm model's ``forward_features`` and ``forward_intermediates``.
+
+    List it before the timm class: ``class ResNet(CheckedInputMixin, timm.models.resnet.ResNet)``.
+    """
+
+    in_chans: int
+    spatial_dims: int = 2
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chans, self.spatial_dims, type(self).__name__)
+        return super().forward_features(x)  # type: ignore[misc]
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        check_input(x, self.in_chans, self.spatial_dims, type(self).__name__)
+        return super().forward_intermediates(x, *args, **kwargs)  # type: ignore[misc]

@@ -10,14 +10,14 @@ from timm.models.resnet import ResNet as _TimmResNet
 
 from .._builder import build_model_with_cfg
 from .._registry import register_model
-from ._contract import check_input
+from ._contract import CheckedInputMixin
 
 __all__ = ["ResNet"]
 
 _DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 
 
-class ResNet(_TimmResNet):
+class ResNet(CheckedInputMixin, _TimmResNet):
     """timm's ResNet (same keys as torchvision's) with zoo's input checks.
 
     Args:
@@ -33,14 +33,6 @@ class ResNet(_TimmResNet):
         super().__init__(block=block, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs)
         self.in_chans = in_chans
         self.spatial_dims = 2
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_features(x)
-
-    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_intermediates(x, *args, **kwargs)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResNet) -> dict[str, torch.Tensor]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import torch
 from timm.layers import StdConv2d
 from timm.models.resnetv2 import ResNetV2 as _TimmResNetV2
 
 from .._builder import build_model_with_cfg
 from .._registry import register_model
-from ._contract import check_input
+from ._contract import CheckedInputMixin
 
 __all__ = ["ResNetV2"]
 
 
-class ResNetV2(_TimmResNetV2):
+class ResNetV2(CheckedInputMixin, _TimmResNetV2):
     """timm's BiT ResNetV2 with SWCL's weight-standardisation epsilon (1e-10) and zoo's input checks."""
 
     def __init__(
@@ -34,14 +33,6 @@ class ResNetV2(_TimmResNetV2):
         )
         self.in_chans = in_chans
         self.spatial_dims = 2
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_features(x)
-
-    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        check_input(x, self.in_chans, 2, type(self).__name__)
-        return super().forward_intermediates(x, *args, **kwargs)
 
 
 @register_model

@@ -243,12 +243,18 @@ class UNet3D(_UNet3DBase):
         self.num_classes = num_classes
         self.out_tr = OutputTransition(self.decoder_chs, num_classes)
 
-    def forward_decoder(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder output (``2 * width`` channels at full resolution) from the encoder maps."""
+    def forward_decoder(self, feats: list[torch.Tensor], all_levels: bool = False) -> Any:
+        """Decoder output (``2 * width`` channels at full resolution) from the encoder maps.
+
+        ``all_levels=True`` returns the output of every up-transition (strides 4, 2, 1), as PCRLv2's
+        multi-scale heads need.
+        """
         x = feats[3]
+        levels = []
         for up, skip in zip((self.up_tr256, self.up_tr128, self.up_tr64), feats[2::-1], strict=True):
             x = up(x, skip if self.skip else None)
-        return x
+            levels.append(x)
+        return levels if all_levels else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_decoder(self._encode(x))
@@ -310,3 +316,27 @@ def pcrlv2_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
 def pcrlv2_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
     """PCRLv2 3D encoder + its decoder without skip connections, for segmentation."""
     return _full("pcrlv2_unet3d_seg", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """Models Genesis 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("genesis_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def genesis_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """Models Genesis 3D U-Net encoder-decoder at width 16."""
+    return _full("genesis_unet3d_small_seg", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """PCRL 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
+    return _encoder("pcrl_unet3d_small", pretrained, **kwargs)
+
+
+@register_model
+def pcrl_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """PCRL 3D U-Net encoder-decoder at width 16."""
+    return _full("pcrl_unet3d_small_seg", pretrained, **kwargs)

@@ -44,7 +44,7 @@ from .._builder import create_model
 from .._hub import cache_dir, resolve_weights, sha256_file
 from .._pretrained import Intensity, PretrainedCfg
 from .._registry import get_arch_entry, get_pretrained_cfg
-from ..data.datasets import stratified_subset
+from ..data.sampling import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
 from .metrics import classification_metrics, segmentation_metrics, summarize
 from .probe import L2_GRID, LogisticRegression
@@ -219,10 +219,10 @@ class Preprocess:
         self.config = config
         self.geometry = create_transform(dataclasses.replace(config, intensity=_UNIT))
 
-    def unit(self, images: np.ndarray) -> torch.Tensor:
+    def unit(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Resized/cropped batch in [0, 1] (before normalisation)."""
         if self.config.spatial_dims == 3:
-            items = [self.geometry(v.astype(np.float32) / 255.0) for v in images]
+            items = [self.geometry(torch.as_tensor(v).float() / 255.0) for v in images]
         else:
             items = [self.geometry(im) for im in images]
         return torch.stack(items)
@@ -234,7 +234,7 @@ class Preprocess:
         fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
         return x.contiguous(memory_format=fmt)
 
-    def __call__(self, images: np.ndarray, corruption: tuple[str, int] | None = None, seed: int = 0) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor | np.ndarray, corruption: tuple[str, int] | None = None, seed: int = 0) -> torch.Tensor:
         x = self.unit(images)
         if corruption is not None:
             x = corrupt(x, corruption[0], corruption[1], seed=seed)

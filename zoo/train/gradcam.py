@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.datasets import stratified_subset
+from ..data.sampling import stratified_subset
 from .evaluate import EvalConfig, build_classifier, prepare_context
 from .probe import LogisticRegression
 

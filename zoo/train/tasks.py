@@ -19,17 +19,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .._pretrained import Intensity, PretrainedCfg
-from ..data.datasets import (
-    drive_files,
-    list_image_folder,
-    load_drive,
-    load_medmnist,
-    read_images,
-    stratified_subset,
-)
+from ..data.datasets import ImageFolderDataset, MedMNISTDataset
 from ..data.paths import data_path
+from ..data.sampling import stratified_subset
+from ..data.segmentation import drive_files, load_drive
 from ..data.transforms import DataConfig, resolve_data_config
 
 __all__ = ["Split", "Task", "TASKS", "get_task"]
@@ -37,10 +33,11 @@ __all__ = ["Split", "Task", "TASKS", "get_task"]
 
 @dataclass(frozen=True)
 class Split:
-    """uint8 images, labels (class ids, or bool masks for segmentation), FOV masks, and the indices
-    of these samples in the official split (they key the feature cache)."""
+    """uint8 images (``(N, C, *spatial)`` tensors from :mod:`zoo.data.datasets`, or ``(N, H, W, 3)``
+    arrays for segmentation), labels (class ids, or bool masks for segmentation), FOV masks, and the
+    indices of these samples in the official split (they key the feature cache)."""
 
-    images: np.ndarray
+    images: torch.Tensor | np.ndarray
     labels: np.ndarray
     indices: np.ndarray
     fov: np.ndarray | None = None
@@ -112,9 +109,10 @@ class _MedMNISTTask(Task):
         return self.files[0][1]  # 2D: one file, resized by the model's transform
 
     def _load(self, split: str, limit: int | None, img_size: int) -> Split:
-        images, labels = load_medmnist(data_path(*self.file_for(img_size).split("/")), split)
+        data = MedMNISTDataset(data_path(*self.file_for(img_size).split("/")), split, spatial_dims=self.spatial_dims)
+        labels = data.targets.numpy()
         keep = _limit_classes(labels, limit)
-        return Split(images[keep], labels[keep], keep)
+        return Split(data.images[torch.from_numpy(keep)], labels[keep], keep)
 
     def data_config(self, cfg: PretrainedCfg, img_size: int | None = None) -> DataConfig:
         config = super().data_config(cfg, img_size)
@@ -128,15 +126,16 @@ class _MedMNISTTask(Task):
 @dataclass(frozen=True)
 class _FolderTask(Task):
     folder: str = ""
-    mode: str = "L"
+    native_size: int = 224  # decoded at this size; the model's transform resizes to the input size
 
     def _load(self, split: str, limit: int | None, img_size: int) -> Split:
         if split not in ("train", "test"):
             raise ValueError(f"{self.name} has train and test splits only, got {split!r}")
-        listing = list_image_folder(data_path(*self.folder.split("/"), split))
-        keep = _limit_classes(listing.labels, limit)
-        images = read_images([listing.paths[i] for i in keep], mode=self.mode)
-        return Split(images, listing.labels[keep], keep)
+        data = ImageFolderDataset(data_path(*self.folder.split("/"), split), img_size=self.native_size, cache=True)
+        labels = data.targets.numpy()
+        keep = _limit_classes(labels, limit)
+        assert data.images is not None
+        return Split(data.images[torch.from_numpy(keep)], labels[keep], keep)
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ TASKS: dict[str, Task] = {
             name="kermany_pneumonia", kind="classification", spatial_dims=2, num_classes=2,
             metrics=("auc", "acc"), default_size=128, default_epochs=3, default_batch_size=64, flip_dims=(),
             description="paediatric chest X-ray, pneumonia vs normal (Kermany 2018): train 5,216, test 624",
-            anchor_key="kermany_pneumonia", classes=("normal", "pneumonia"), folder="cxr/kermany", mode="L",
+            anchor_key="kermany_pneumonia", classes=("normal", "pneumonia"), folder="cxr/kermany",
         ),
         _MedMNISTTask(
             name="retinamnist", kind="classification", spatial_dims=2, num_classes=5,

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The recipes of zoo's reference weights, run one after the other (2 CPU cores: one job at a time).
+# Re-running the script continues an interrupted run with --resume and skips finished ones.
+#   RUNS=/path/to/runs bash scripts/pretrain_reference.sh [NAME...]     (default: all, in order)
+# Logs: $RUNS/NAME/log.jsonl (every step) and $RUNS/NAME.out (console).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs}
+ZOO=${ZOO:-.venv/bin/zoo}
+DATA=${ZOO_DATA_DIR:-../shared/data}
+KERMANY="--data $DATA/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 --seed 0 --modality cxr
+         --license-data CC-BY-4.0 --license-weights CC-BY-4.0 --ckpt-every 50 --no-progress"
+CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 --modality ct --ckpt-every 50
+    --license-data CC-BY-4.0,Apache-2.0,GPL-2.0 --license-weights GPL-2.0 --no-progress"
+
+declare -A RECIPE=(
+  [simclr_kermany]="--method simclr --arch simclr_resnet18 $KERMANY --hparam aug=cxr --hparam temperature=0.2"
+  [mocov2_kermany]="--method mocov2 --arch mocov2_resnet18 $KERMANY --hparam aug=cxr --hparam queue_size=4096"
+  [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY"
+  [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
+  [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
+)
+ORDER=(simclr_kermany mocov2_kermany pcrl_kermany genesis_ct pcrl_ct)
+
+for name in "${@:-${ORDER[@]}}"; do
+  out="$RUNS/$name"
+  if [ -f "$out/pretrained_cfg.json" ] && grep -q '"finished": true' "$out/run.json"; then
+    echo "== $name: done ($out)"; continue
+  fi
+  resume=""
+  [ -f "$out/ckpt/latest.json" ] && resume="--resume"
+  echo "== $name: $ZOO pretrain ${RECIPE[$name]} --out $out $resume"
+  # shellcheck disable=SC2086
+  $ZOO pretrain ${RECIPE[$name]} --out "$out" $resume >>"$RUNS/$name.out" 2>&1
+done

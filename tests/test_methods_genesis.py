@@ -1,0 +1,80 @@
+"""Models Genesis on real CT cubes: the four transformations, restoration loss, determinism and export."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _real_data import ct_cubes
+from safetensors.torch import save_file
+
+import zoo
+from tests.conftest import train_steps
+from zoo.methods import get_method
+from zoo.methods.genesis import ModelsGenesis
+
+
+def _train(method: ModelsGenesis, x: torch.Tensor, steps: int, seed: int = 0) -> list[float]:
+    return [d["loss"] for d in train_steps(method, x, steps, seed)]
+
+
+def test_restoration_on_real_ct_decreases() -> None:
+    assert get_method("genesis") is ModelsGenesis
+    torch.manual_seed(0)
+    method = ModelsGenesis(model_kwargs={"width": 8})
+    assert method.net.norm == "batch_stats_bn" and method.net.out_act == "sigmoid"
+    losses = _train(method, ct_cubes(2, (32, 32, 16)), steps=20)
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+
+
+def test_same_seed_gives_identical_losses() -> None:
+    x = ct_cubes(2, (16, 16, 16))
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        runs.append(_train(ModelsGenesis(model_kwargs={"width": 8}), x, steps=3, seed=4))
+    assert runs[0] == runs[1]
+
+
+def test_pairs_apply_the_transformations_with_their_rates() -> None:
+    x = ct_cubes(4, (32, 32, 16))
+    g = torch.Generator().manual_seed(0)
+    off = ModelsGenesis(flip_rate=0, local_rate=0, nonlinear_rate=0, paint_rate=0, model_kwargs={"width": 8})
+    inp, target = off.make_pair(x, g)
+    assert torch.equal(inp, x) and torch.equal(target, x)  # every transformation off: identity
+    flips = ModelsGenesis(flip_rate=1, local_rate=0, nonlinear_rate=0, paint_rate=0, model_kwargs={"width": 8})
+    inp, target = flips.make_pair(x, g)
+    assert torch.equal(inp, target) and not torch.equal(target, x)  # flips hit input and target alike
+    paint = ModelsGenesis(flip_rate=0, local_rate=0, nonlinear_rate=0, paint_rate=1, inpaint_rate=0,
+                          model_kwargs={"width": 8})
+    inp, target = paint.make_pair(x, g)
+    assert torch.equal(target, x)
+    kept = (inp == x).float().mean(dim=(1, 2, 3, 4))
+    assert bool(((kept > 0.05) & (kept < 0.95)).all())  # out-painting keeps only some inner boxes
+    full = ModelsGenesis(model_kwargs={"width": 8})
+    inp, target = full.make_pair(x, g)
+    assert inp.shape == target.shape == x.shape and not torch.equal(inp, target)
+
+
+def test_export_strict_loads(tmp_path) -> None:
+    method = ModelsGenesis(model_kwargs={"width": 8})
+    save_file(method.export_state_dict(), str(tmp_path / "g.safetensors"))
+    zoo.create_model("genesis_unet3d_seg", width=8, checkpoint_path=tmp_path / "g.safetensors")
+    zoo.create_model("genesis_unet3d", width=8, checkpoint_path=tmp_path / "g.safetensors")
+    enc = ModelsGenesis("genesis_unet3d", model_kwargs={"width": 8})
+    save_file(enc.export_state_dict(), str(tmp_path / "e.safetensors"))
+    zoo.create_model("genesis_unet3d", width=8, checkpoint_path=tmp_path / "e.safetensors")
+
+
+def test_bad_inputs_are_named() -> None:
+    method = ModelsGenesis(model_kwargs={"width": 8})
+    with pytest.raises(ValueError, match=r"\(B, 1, X, Y, Z\)"):
+        method(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        method(torch.rand(2, 1, 20, 16, 16))
+    with pytest.raises(ValueError, match="probability"):
+        ModelsGenesis(paint_rate=1.5)
+    with pytest.raises(ValueError, match="not supported"):
+        ModelsGenesis("pcrlv2_unet3d_seg")

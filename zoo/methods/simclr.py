@@ -1,0 +1,67 @@
+"""SimCLR (Chen et al., ICML 2020): two augmented views per image, NT-Xent over the 2N views.
+
+Backbone: any 2D zoo architecture (``create_model(arch, num_classes=0)``); projection head
+``Linear-BN-ReLU-Linear`` to 128 dims. Both views go through the backbone in one batch of 2N.
+Negatives come from every rank under DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .._builder import create_model
+from ..data.augment import Augment2DConfig
+from ._common import ViewMaker2D, nt_xent, projection_mlp
+from .base import SSLMethod
+
+__all__ = ["SimCLR"]
+
+
+class SimCLR(SSLMethod):
+    """SimCLR objective.
+
+    Args:
+        arch: a 2D zoo architecture.
+        proj_dim: output size of the projection head.
+        hidden_dim: hidden size of the projection head (default: the backbone's feature size).
+        temperature: NT-Xent temperature (0.5, SimCLR's value for small batches).
+        aug: augmentation preset (``simclr``, ``mocov2``, ``pcrl``) or an ``Augment2DConfig``.
+        model_kwargs: extra architecture arguments for ``zoo.create_model`` (e.g. ``in_chans``).
+    """
+
+    name: ClassVar[str] = "simclr"
+    spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    recipe: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
+
+    def __init__(
+        self,
+        arch: str,
+        proj_dim: int = 128,
+        hidden_dim: int | None = None,
+        temperature: float = 0.5,
+        aug: str | Augment2DConfig = "simclr",
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(arch, proj_dim=proj_dim, hidden_dim=hidden_dim, temperature=temperature, aug=aug,
+                         model_kwargs=dict(model_kwargs or {}))
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
+        if getattr(self.backbone, "spatial_dims", 2) != 2:
+            raise ValueError(f"SimCLR is a 2D method; {arch} is not a 2D architecture")
+        feat = self.backbone.num_features
+        self.projector = projection_mlp(feat, hidden_dim or feat, proj_dim, batch_norm=True)
+        self.temperature = temperature
+        self.views = ViewMaker2D(arch, aug)
+
+    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        n = batch.shape[0]
+        x = torch.cat([self.views(batch, generator), self.views(batch, generator)])
+        z = self.projector(self.backbone(x))
+        loss = nt_xent(z[:n], z[n:], self.temperature)
+        return {"loss": loss}
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}

@@ -1,0 +1,749 @@
+"""The pretraining loop behind ``zoo pretrain``: data -> method(backbone) -> optimiser -> safetensors + config.
+
+One process, or DDP under ``torchrun`` (gloo on CPU, nccl on GPU) with a ``DistributedSampler``.
+Every random draw is seeded: the model is initialised from ``seed``, each rank augments with its
+own generator, batches are drawn from a per-epoch permutation and CT cubes from ``(seed, epoch,
+index)``. Checkpoints hold the method's state, the optimiser, the scheduler, the RNG states of
+every rank and the step, as safetensors plus a small JSON, written atomically; ``resume=True``
+continues the run exactly where it stopped (same losses as an uninterrupted run).
+
+Outputs in ``out``: ``log.jsonl`` (one line per step: every loss term, lr, images/s),
+``ckpt/`` (checkpoints), ``run.json`` (config and summary), ``<arch>.safetensors`` (the exported
+backbone, strict-loadable with ``zoo.create_model(arch, checkpoint_path=...)``) and
+``pretrained_cfg.json`` (a registry entry, :meth:`zoo.PretrainedCfg.to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import statistics
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from .._builder import create_model
+from .._hub import sha256_file
+from .._pretrained import Intensity, validate_cfg
+from .._registry import get_pretrained_cfg, split_model_name
+from ..data.datasets import open_dataset
+from ..methods import get_method
+from ..methods.base import SSLMethod
+
+__all__ = [
+    "PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams", "prepare_method", "train_step",
+    "build_optimizer",
+]
+
+_logger = logging.getLogger(__name__)
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+# config fields that must not change between a run and its resumption
+_RESUME_FIXED = (
+    "method", "arch", "data", "data_kind", "img_size", "cube_size", "spacing", "samples_per_volume", "epochs",
+    "batch_size", "lr", "optimizer", "weight_decay", "momentum", "warmup_steps", "init_from", "bn_only",
+    "seed", "hparams",
+)
+
+
+class PretrainError(RuntimeError):
+    """A pretraining run cannot start or continue; the message names the fix."""
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a run depends on (the CLI flags of ``zoo pretrain``)."""
+
+    method: str
+    arch: str
+    data: str
+    out: str
+    img_size: int = 224
+    cube_size: tuple[int, int, int] = (64, 64, 32)
+    spacing: tuple[float, float, float] | None = (1.0, 1.0, 1.0)
+    samples_per_volume: int = 64
+    data_kind: str = "auto"
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float | None = None  # default: the method's recipe
+    optimizer: str | None = None  # sgd | adamw (default: the method's recipe)
+    weight_decay: float | None = None
+    momentum: float | None = None
+    warmup_steps: int = 0
+    init_from: str | None = None
+    bn_only: bool = False
+    seed: int = 0
+    resume: bool = False
+    max_steps: int | None = None
+    workers: int = 0
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    channels_last: bool | None = None  # default: on
+    fp16: bool = False
+    hparams: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    tag: str | None = None
+    modality: str | None = None
+    license_data: str = ""
+    license_weights: str = ""
+    command: str = ""
+
+    def to_command(self) -> str:
+        """The ``zoo pretrain`` command line that reproduces this run."""
+        parts = ["zoo", "pretrain", "--method", self.method, "--arch", self.arch, "--data", self.data,
+                 "--out", self.out, "--epochs", str(self.epochs), "--batch-size", str(self.batch_size),
+                 "--seed", str(self.seed)]
+        defaults = PretrainConfig(method="", arch="", data="", out="")
+        flags = {
+            "img_size": "--img-size", "cube_size": "--cube-size", "spacing": "--spacing",
+            "samples_per_volume": "--samples-per-volume", "data_kind": "--data-kind", "lr": "--lr",
+            "optimizer": "--optimizer", "weight_decay": "--weight-decay", "momentum": "--momentum",
+            "warmup_steps": "--warmup-steps", "init_from": "--init-from", "max_steps": "--max-steps",
+            "fp16": "--fp16", "bn_only": "--bn-only",
+        }
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value == getattr(defaults, name):
+                continue
+            if isinstance(value, bool):
+                parts.append(flag)
+            elif name == "spacing" and value is None:
+                parts += [flag, "native"]
+            elif isinstance(value, (tuple, list)):
+                parts += [flag, *map(str, value)]
+            else:
+                parts += [flag, str(value)]
+        for k, v in sorted(self.hparams.items()):
+            parts += ["--hparam", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+        return " ".join(shlex.quote(p) for p in parts)
+
+
+@dataclass
+class PretrainResult:
+    """What a finished (or stopped) run produced."""
+
+    out: Path
+    steps: int
+    total_steps: int
+    losses: list[float]
+    weights: Path | None
+    pretrained_cfg: Path | None
+    images_per_s: float
+    wall_time_s: float
+
+
+def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """``["queue_size=4096", "aug=pcrl"]`` -> ``{"queue_size": 4096, "aug": "pcrl"}`` (JSON values, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise PretrainError(f"--hparam expects key=value with a Python identifier as key, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# --- distributed ---------------------------------------------------------------------------------
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend=backend)
+    return _Dist(rank=rank, world=world, local_rank=local_rank, device=device, owns_group=owns)
+
+
+def _all_mean(values: torch.Tensor, d: _Dist) -> torch.Tensor:
+    if d.world > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= d.world
+    return values
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+def _derive_seed(*parts: Any) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+# --- data ----------------------------------------------------------------------------------------
+class _SkipBatches:
+    """A batch sampler that skips its first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, inner: BatchSampler, skip: int) -> None:
+        self.inner, self.skip = inner, skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i, batch in enumerate(self.inner):
+            if i >= self.skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.skip)
+
+
+def _collate_images(batch: list[tuple[torch.Tensor, Any]]) -> torch.Tensor:
+    return torch.stack([item[0] for item in batch])
+
+
+# --- model ---------------------------------------------------------------------------------------
+def _model_kwargs(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The architecture kwargs a method was given (its ``model_kwargs`` hyper-parameter)."""
+    kwargs = hparams.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise PretrainError(f"--hparam model_kwargs must be a JSON object, got {kwargs!r}")
+    return dict(kwargs)
+
+
+def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn.Module:
+    """A model holding the weights to start from: a registered ``arch.tag``, a safetensors file or a run directory.
+
+    It is built with the head of ``arch`` (none for the ResNet backbones), so its keys are those the
+    method exports.
+    """
+    num_classes = get_pretrained_cfg(split_model_name(arch)[0]).num_classes
+    path = Path(init_from)
+    if path.is_dir():
+        candidates = [path / f"{arch}.safetensors"] + sorted(path.glob("*.safetensors"))
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise PretrainError(f"--init-from {init_from}: no .safetensors file in that directory")
+        path = found
+    try:
+        if path.is_file():
+            return create_model(arch, checkpoint_path=path, num_classes=num_classes, **model_kwargs)
+        return create_model(init_from, pretrained=True, num_classes=num_classes, **model_kwargs)
+    except Exception as err:
+        raise PretrainError(
+            f"--init-from {init_from}: cannot build {arch if path.is_file() else init_from} with those weights "
+            f"({type(err).__name__}: {err}). Give a registered name with weights (`zoo list --pretrained`), a "
+            f"safetensors file of {arch}, or a run directory."
+        ) from err
+
+
+def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
+    """Every copy of the exported backbone inside the method, as ``(module, exported keys)`` pairs.
+
+    A copy is a sub-module whose state dict holds all the exported keys: the online encoder (or the
+    encoder-decoder whose encoder is exported) and any momentum encoder, so that all start alike.
+    """
+    keys = set(method.export_state_dict())
+    return [(m, keys) for m in method.modules() if m is not method and keys <= set(m.state_dict())]
+
+
+def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
+    source = _resolve_init(init_from, method.arch, _model_kwargs(method.hparams)).state_dict()
+    targets = _backbone_modules(method)
+    if not targets:
+        raise PretrainError(
+            f"--init-from: no sub-module of {type(method).__name__} holds the keys of its exported backbone, "
+            f"so zoo cannot tell where to load {init_from}."
+        )
+    trainable = any(
+        p.requires_grad for module, keys in targets for name, p in module.named_parameters() if name in keys
+    )
+    if not trainable:
+        raise PretrainError(f"--init-from: the backbone copies found in {type(method).__name__} are all frozen; "
+                            f"the method does not expose its trained backbone under its exported keys.")
+    for module, keys in targets:
+        if set(source) != keys:
+            missing, extra = sorted(keys - set(source))[:5], sorted(set(source) - keys)[:5]
+            raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: missing {missing}, "
+                                f"unexpected {extra}")
+        try:
+            module.load_state_dict(source, strict=len(keys) == len(module.state_dict()))
+        except RuntimeError as err:
+            raise PretrainError(f"--init-from {init_from} does not fit {method.arch}: {err}") from err
+    _logger.info("initialised %d backbone copies from %s", len(targets), init_from)
+    if bn_only:
+        for module, keys in targets:
+            for sub_name, sub in module.named_modules():
+                if isinstance(sub, _NORM_TYPES):
+                    continue
+                for p_name, p in sub.named_parameters(recurse=False):
+                    if f"{sub_name}.{p_name}".lstrip(".") in keys:
+                        p.requires_grad_(False)
+        _logger.info("--bn-only: the backbone trains its normalisation layers only")
+
+
+def build_optimizer(
+    cfg: PretrainConfig, method: SSLMethod
+) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+    """SGD or AdamW over the trainable parameters; unset values come from the method's ``recipe``."""
+    recipe = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
+    recipe.update(getattr(type(method), "recipe", {}) or {})
+    name = (cfg.optimizer or recipe["optimizer"]).lower()
+    lr = cfg.lr if cfg.lr is not None else recipe["lr"]
+    wd = cfg.weight_decay if cfg.weight_decay is not None else recipe["weight_decay"]
+    mom = cfg.momentum if cfg.momentum is not None else recipe.get("momentum", 0.9)
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not params:
+        raise PretrainError("no trainable parameter (check --bn-only and the method)")
+    if name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    else:
+        raise PretrainError(f"--optimizer must be sgd or adamw, got {name!r}")
+    return opt, {"optimizer": name, "lr": lr, "weight_decay": wd, "momentum": mom if name == "sgd" else None}
+
+
+def _cosine(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1, sort_keys=True)))
+
+
+def _rng_states(gen: torch.Generator, d: _Dist) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    mine = (gen.get_state(), torch.get_rng_state())
+    if d.world == 1:
+        return [mine]
+    states: list[Any] = [None] * d.world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def _save_checkpoint(
+    out: Path, step: int, method: SSLMethod, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+    d: _Dist, cfg: PretrainConfig, keep: int,
+) -> None:
+    rng = _rng_states(gen, d)  # collective: every rank takes part
+    if not d.main:
+        return
+    ckpt = out / "ckpt"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {f"method.{k}": v.detach().contiguous() for k, v in method.state_dict().items()}
+    opt_sd = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt_sd["state"].items():
+        for name, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optimizer.{pid}.{name}"] = val.contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[name] = val
+    for r, (g_state, t_state) in enumerate(rng):
+        tensors[f"rng.{r}.generator"] = g_state
+        tensors[f"rng.{r}.torch"] = t_state
+    stem = f"step_{step:08d}"
+    _atomic_write(ckpt / f"{stem}.safetensors", lambda p: save_file(tensors, str(p)))
+    meta = {
+        "step": step,
+        "world_size": d.world,
+        "optimizer_param_groups": opt_sd["param_groups"],
+        "optimizer_scalars": scalars,
+        "scheduler": sched.state_dict(),
+        "config": dataclasses.asdict(cfg),
+        "tensors": f"{stem}.safetensors",
+        "sha256": sha256_file(ckpt / f"{stem}.safetensors"),
+    }
+    _atomic_json(ckpt / f"{stem}.json", meta)
+    _atomic_json(ckpt / "latest.json", {"step": step, "checkpoint": f"{stem}.json"})
+    olds = sorted(ckpt.glob("step_*.json"))[:-keep] if keep > 0 else []
+    for old in olds:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".safetensors").unlink(missing_ok=True)
+    _logger.info("checkpoint at step %d -> %s", step, ckpt / stem)
+
+
+def _load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    latest = out / "ckpt" / "latest.json"
+    if not latest.is_file():
+        raise PretrainError(f"--resume: no checkpoint in {out / 'ckpt'}; start the run without --resume.")
+    meta_path = out / "ckpt" / json.loads(latest.read_text())["checkpoint"]
+    meta = json.loads(meta_path.read_text())
+    tensors_path = meta_path.with_name(meta["tensors"])
+    if not tensors_path.is_file() or sha256_file(tensors_path) != meta["sha256"]:
+        raise PretrainError(f"checkpoint {tensors_path} is missing or does not match its JSON (sha256); "
+                            f"delete {latest} to fall back to an older checkpoint, or restart the run.")
+    return meta, load_file(str(tensors_path))
+
+
+def _restore(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], cfg: PretrainConfig, method: SSLMethod,
+    opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, d: _Dist,
+) -> int:
+    saved = meta["config"]
+    diffs = []
+    for name in _RESUME_FIXED:
+        now, then = getattr(cfg, name), saved.get(name)
+        if isinstance(now, tuple):
+            now = list(now)
+        if now != then:
+            diffs.append(f"{name}: checkpoint {then!r} vs now {now!r}")
+    if diffs:
+        raise PretrainError("--resume with different settings than the checkpoint's:\n  " + "\n  ".join(diffs)
+                            + "\nRun the same command again with --resume (only --max-steps, --workers, "
+                              "--ckpt-every may change), or use a new --out.")
+    if meta["world_size"] != d.world:
+        raise PretrainError(f"the checkpoint was written by {meta['world_size']} process(es), this run has "
+                            f"{d.world}; resume with the same --nproc_per_node.")
+    method.load_state_dict({k[len("method."):]: v for k, v in tensors.items() if k.startswith("method.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    for pid, values in meta["optimizer_scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    opt.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    sched.load_state_dict(meta["scheduler"])
+    gen.set_state(tensors[f"rng.{d.rank}.generator"])
+    torch.set_rng_state(tensors[f"rng.{d.rank}.torch"])
+    return int(meta["step"])
+
+
+# --- export --------------------------------------------------------------------------------------
+def _guess_modality(data: str, spatial_dims: int) -> str:
+    low = data.lower()
+    for key in ("cxr", "fundus", "retina", "ct"):
+        if re.search(rf"(^|[^a-z]){key}", low):
+            return {"retina": "fundus"}.get(key, key)
+    return "ct" if spatial_dims == 3 else ""
+
+
+def _export(
+    out: Path, method: SSLMethod, cfg: PretrainConfig, dataset: Dataset, spatial_dims: int, summary: dict[str, Any],
+    total_steps: int,
+) -> tuple[Path, Path, list[str]]:
+    """Write the backbone and its registry entry (also for a run stopped early: its notes say so)."""
+    state = method.export_state_dict()
+    if cfg.fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    weights = out / f"{method.arch}.safetensors"
+    # one metadata key: safetensors writes a metadata map in arbitrary order, one entry keeps the bytes stable
+    meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
+    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
+    # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
+    model_kwargs = _model_kwargs(method.hparams)
+    create_model(method.arch, checkpoint_path=weights, **model_kwargs)
+    base = get_pretrained_cfg(split_model_name(method.arch)[0])
+    in_chans = int(model_kwargs.pop("in_chans", base.in_chans))
+    if spatial_dims == 2:
+        input_size: tuple[int, ...] = (in_chans, cfg.img_size, cfg.img_size)
+        intensity, spacing = base.intensity, None
+    else:
+        input_size = (1, *cfg.cube_size)
+        hu = getattr(dataset, "hu_window", None)
+        intensity = Intensity.hu(*hu) if hu else Intensity(kind="unit", mean=None, std=None)
+        spacing = tuple(getattr(dataset, "spacing", None) or base.voxel_spacing or (1.0, 1.0, 1.0))
+    tag = cfg.tag or re.sub(r"[^a-z0-9_]+", "_", out.name.lower()).strip("_") or "pretrained"
+    describe = getattr(dataset, "describe", None)
+    entry = base.replace(
+        tag=tag,
+        arch_kwargs={**base.arch_kwargs, **model_kwargs},
+        in_chans=in_chans,
+        file=weights.name,
+        sha256=sha256_file(weights),
+        file_size=weights.stat().st_size,
+        input_size=input_size,
+        voxel_spacing=spacing,
+        intensity=intensity,
+        method=cfg.method,
+        pretrain_data=describe() if describe else cfg.data,
+        modality=cfg.modality or _guess_modality(cfg.data, spatial_dims),
+        license_weights=cfg.license_weights,
+        license_data=cfg.license_data,
+        command=cfg.command or cfg.to_command(),
+        verified=False,
+        metrics={
+            "pretrain_steps": summary["steps"],
+            "pretrain_final_loss": summary["final_loss"],
+            "pretrain_images_per_s": summary["images_per_s"],
+        },
+        notes=((f"STOPPED EARLY at step {summary['steps']} of {total_steps}; " if summary["steps"] < total_steps
+                else "")
+               + f"seed {cfg.seed}; {summary['world_size']} process(es); wall time {summary['wall_time_s']:.1f} s; "
+               f"torch {torch.__version__}; made by `zoo pretrain`"
+               + (f"; initialised from {cfg.init_from}" + (" (BN only)" if cfg.bn_only else "") if cfg.init_from
+                  else "")),
+    )
+    problems = validate_cfg(entry)
+    for p in problems:
+        _logger.warning("registry entry incomplete: %s", p)
+    cfg_path = out / "pretrained_cfg.json"
+    _atomic_json(cfg_path, entry.to_dict())
+    return weights, cfg_path, problems
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def prepare_method(method: SSLMethod, device: torch.device, spatial_dims: int, channels_last: bool) -> SSLMethod:
+    """Move ``method`` to ``device``, in channels_last layout if asked, in training mode."""
+    method.to(device)
+    if channels_last:
+        method.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
+    return method.train()
+
+
+def train_step(
+    model: nn.Module, method: SSLMethod, x: torch.Tensor, generator: torch.Generator,
+    opt: torch.optim.Optimizer, step: int, total_steps: int, channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step: loss terms of ``model(x)`` (``model`` is ``method`` or its DDP wrapper),
+    backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    out = model(x, generator)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    method.on_after_step(step, total_steps)
+    return out
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    """Run (or resume) one pretraining run; see the module docstring for what it writes."""
+    t_start = time.perf_counter()
+    d = _setup_distributed()
+    try:
+        return _pretrain(cfg, d, t_start)
+    finally:
+        if d.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
+    if cfg.epochs <= 0 or cfg.batch_size <= 0:
+        raise PretrainError(f"--epochs and --batch-size must be > 0, got {cfg.epochs} and {cfg.batch_size}")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise PretrainError(f"--max-steps must be > 0, got {cfg.max_steps}")
+    try:
+        json.dumps(cfg.hparams)
+    except TypeError as err:
+        raise PretrainError(f"method hyper-parameters must be JSON values (they are recorded with the run): {err}") from err
+    out = Path(cfg.out)
+    if not cfg.resume and (out / "ckpt" / "latest.json").exists():
+        raise PretrainError(f"{out} already holds a run; continue it with --resume or choose another --out.")
+    cls = get_method(cfg.method)
+    arch_cfg = get_pretrained_cfg(split_model_name(cfg.arch)[0])
+    spatial_dims = arch_cfg.spatial_dims
+    if spatial_dims not in cls.spatial_dims:
+        dims = "/".join(f"{n}D" for n in cls.spatial_dims)
+        raise PretrainError(f"method {cfg.method} takes {dims} data but {cfg.arch} is a {spatial_dims}D "
+                            f"architecture; choose a matching --arch.")
+    if d.world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
+
+    # data
+    ct_kwargs: dict[str, Any] = {}
+    if spatial_dims == 3 and _is_nifti(cfg):
+        ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
+    dataset = open_dataset(
+        cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
+        cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers), seed=cfg.seed, **ct_kwargs,
+    )
+    sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    steps_per_epoch = len(sampler) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise PretrainError(f"{len(dataset)} samples give no full batch of {cfg.batch_size} per process "
+                            f"({d.world} process(es)); lower --batch-size or add data.")
+    total_steps = cfg.epochs * steps_per_epoch
+    stop_at = min(total_steps, cfg.max_steps) if cfg.max_steps is not None else total_steps
+
+    # model, optimiser, schedule: identical initialisation on every rank
+    torch.manual_seed(cfg.seed)
+    method: SSLMethod = cls(cfg.arch, **cfg.hparams)
+    if cfg.init_from:
+        _init_backbone(method, cfg.init_from, cfg.bn_only)
+    elif cfg.bn_only:
+        raise PretrainError("--bn-only needs --init-from (a backbone to keep frozen apart from its norms)")
+    # channels_last is faster on CPU for every method measured (2D and 3D; see README "Pretraining")
+    channels_last = True if cfg.channels_last is None else cfg.channels_last
+    prepare_method(method, d.device, spatial_dims, channels_last)
+    opt, opt_info = build_optimizer(cfg, method)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.warmup_steps, total_steps))
+    gen = torch.Generator().manual_seed(_derive_seed("augment", cfg.seed, d.rank))
+    torch.manual_seed(_derive_seed("torch", cfg.seed, d.rank))
+
+    step = 0
+    if cfg.resume:
+        meta, tensors = _load_checkpoint(out)
+        step = _restore(meta, tensors, cfg, method, opt, sched, gen, d)
+        _logger.info("resumed %s at step %d of %d", out, step, total_steps)
+    model: nn.Module = method
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        with warnings.catch_warnings():
+            # buffers (queues, BN statistics) stay rank-local: a queue is refilled identically on every
+            # rank, and broadcasting a 65,536-key queue at every step would cost more than the step
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            model = DDP(method, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                        broadcast_buffers=False,
+                        find_unused_parameters=bool(getattr(method, "ddp_find_unused_parameters", False)))
+
+    log_path = out / "log.jsonl"
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume and log_path.exists():  # drop lines written after the checkpoint
+            lines = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            log_path.write_text("".join(ln + "\n" for ln in lines))
+        elif not cfg.resume:
+            log_path.write_text("")
+    run_info = {
+        "config": dataclasses.asdict(cfg), "optimizer": opt_info, "world_size": d.world,
+        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset": _describe(dataset),
+        "dataset_size": len(dataset), "torch": torch.__version__, "channels_last": channels_last,
+        "threads": torch.get_num_threads(),
+    }
+    if d.main:
+        _atomic_json(out / "run.json", run_info)
+        _logger.info("pretraining %s on %s: %s, %d steps/epoch x %d epochs, %d process(es)", cfg.method, cfg.arch,
+                     _describe(dataset), steps_per_epoch, cfg.epochs, d.world)
+
+    losses: list[float] = []
+    speeds: list[float] = []
+    bar = None
+    if d.main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stop_at, initial=step, desc=f"{cfg.method}/{cfg.arch}", unit="step", dynamic_ncols=True)
+    global_batch = cfg.batch_size * d.world
+    last_ckpt = step
+    log_fh = open(log_path, "a") if d.main else None  # noqa: SIM115 - closed in finally
+    try:
+        while step < stop_at:
+            epoch, skip = divmod(step, steps_per_epoch)
+            sampler.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            batches = _SkipBatches(BatchSampler(sampler, cfg.batch_size, drop_last=True), skip)
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate_images,
+                                pin_memory=d.device.type == "cuda")
+            t_data = time.perf_counter()
+            for x in loader:
+                t0 = time.perf_counter()
+                lr = opt.param_groups[0]["lr"]
+                out_terms = train_step(model, method, x.to(d.device, non_blocking=True), gen, opt, step,
+                                       total_steps, channels_last)
+                sched.step()
+                step += 1
+                names = sorted(k for k, v in out_terms.items() if isinstance(v, torch.Tensor) and v.numel() == 1)
+                values = _all_mean(torch.stack([out_terms[k].detach().float().reshape(()) for k in names]), d)
+                t1 = time.perf_counter()
+                speed = global_batch / (t1 - t_data)
+                terms = dict(zip(names, values.tolist(), strict=True))
+                losses.append(terms["loss"])
+                speeds.append(speed)
+                if log_fh is not None:
+                    rec = {"step": step, "epoch": epoch, "lr": lr, **terms, "images_per_s": round(speed, 3),
+                           "step_time_s": round(t1 - t0, 4), "data_time_s": round(t0 - t_data, 4)}
+                    log_fh.write(json.dumps(rec) + "\n")
+                    log_fh.flush()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{terms['loss']:.4f}", img_s=f"{speed:.1f}")
+                epoch_end = step % steps_per_epoch == 0
+                if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or epoch_end or step == stop_at:
+                    _save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints)
+                    last_ckpt = step
+                if step >= stop_at:
+                    break
+                t_data = time.perf_counter()
+        if last_ckpt != step:
+            _save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_fh is not None:
+            log_fh.close()
+
+    wall = time.perf_counter() - t_start
+    steady = speeds[1:] or speeds
+    summary = {
+        "steps": step,
+        "final_loss": round(statistics.fmean(losses[-20:]), 6) if losses else None,
+        "images_per_s": round(statistics.median(steady), 3) if steady else None,
+        "world_size": d.world,
+        "wall_time_s": round(wall, 2),
+    }
+    # a checksum of the trained parameters on every rank: DDP keeps them identical
+    checksum = torch.stack([p.detach().double().abs().sum() for p in method.parameters()]).sum().reshape(1)
+    if d.world > 1:
+        sums = [torch.zeros_like(checksum) for _ in range(d.world)]
+        dist.all_gather(sums, checksum)
+        checksum = torch.cat(sums)
+    summary["rank_param_checksums"] = checksum.tolist()
+    weights = cfg_path = None
+    if d.main:
+        weights, cfg_path, problems = _export(out, method, cfg, dataset, spatial_dims, summary, total_steps)
+        run_info.update(summary=summary, registry_problems=problems, finished=step >= total_steps)
+        _atomic_json(out / "run.json", run_info)
+        _logger.info("done: step %d of %d, %.1f images/s, %.0f s; exported %s", step, total_steps,
+                     summary["images_per_s"] or 0.0, wall, weights)
+    if d.world > 1:
+        dist.barrier()
+    return PretrainResult(out=out, steps=step, total_steps=total_steps, losses=losses, weights=weights,
+                          pretrained_cfg=cfg_path, images_per_s=summary["images_per_s"] or 0.0, wall_time_s=wall)
+
+
+def _is_nifti(cfg: PretrainConfig) -> bool:
+    if cfg.data_kind not in ("auto", "nifti"):
+        return False
+    p = Path(cfg.data)
+    return p.name.endswith((".nii", ".nii.gz")) or (p.is_dir() and any(
+        f.name.endswith((".nii", ".nii.gz")) for f in p.iterdir()))
+
+
+def _describe(dataset: Dataset) -> str:
+    describe = getattr(dataset, "describe", None)
+    return describe() if describe else f"{type(dataset).__name__} ({len(dataset)} samples)"  # type: ignore[arg-type]
