@@ -238,10 +238,8 @@ def test_robustness(paired_results: dict[str, Any]) -> None:
     flat = torch.full((1, 1, 16, 16), 0.5)
     assert torch.allclose(corrupt(flat, "gaussian_blur", 3), flat)
     assert torch.equal(corrupt(x, "gaussian_noise", 2, seed=1), corrupt(x, "gaussian_noise", 2, seed=1))
-    vol = torch.rand(2, 1, 8, 8, 8)
-    assert corrupt(vol, "gaussian_blur", 2).shape == vol.shape
-    with pytest.raises(ValueError, match="JPEG needs 2D"):
-        corrupt(vol, "jpeg", 1)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        corrupt(torch.rand(2, 1, 8, 8, 8), "gaussian_blur", 1)
     rob = paired_results["linear"]["robustness"]
     assert set(rob) == {"pretrained", "random_init"}
     assert set(rob["random_init"]) == {"clean", *CORRUPTIONS}
@@ -346,3 +344,13 @@ def test_grad_cam(tmp_path: Path) -> None:
     assert not torch.allclose(cams, other)  # another class, another map
     out = gradcam_figure("pcrl_resnet18", "retinamnist", tmp_path / "cam.png", n_images=2, img_size=64, max_train=40)
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_flips_keep_image_and_mask_aligned() -> None:
+    from zoo.train.evaluate import _random_flips
+
+    x = torch.rand(16, 3, 8, 8)
+    y = x[:, :1] > 0.5
+    fx, fy = _random_flips([x, y.float()], (0, 1), torch.Generator().manual_seed(0))
+    assert torch.equal(fy.bool(), fx[:, :1] > 0.5)  # the same samples flipped the same way
+    assert not torch.equal(fx, x) and torch.equal(fx.sum((2, 3)), x.sum((2, 3)))

@@ -44,6 +44,7 @@ from .._builder import create_model
 from .._hub import cache_dir, resolve_weights, sha256_file
 from .._pretrained import Intensity, PretrainedCfg
 from .._registry import get_arch_entry, get_pretrained_cfg
+from ..data.augment import random_flip
 from ..data.sampling import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
 from .metrics import classification_metrics, segmentation_metrics, summarize
@@ -343,14 +344,12 @@ def _linear_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
 
 
 def _random_flips(tensors: list[torch.Tensor], dims: tuple[int, ...], g: torch.Generator) -> list[torch.Tensor]:
-    """Flip the same samples of every tensor ``(N, C, *spatial)`` along each spatial axis in ``dims``."""
-    for d in dims:
-        mask = torch.rand(tensors[0].shape[0], generator=g) < 0.5
-        if mask.any():
-            tensors = [t.clone() for t in tensors]
-            for t in tensors:
-                t[mask] = t[mask].flip(2 + d)
-    return tensors
+    """Flip the same samples of every tensor ``(N, C, *spatial)`` along the spatial axes ``dims`` (p = 0.5)."""
+    if not dims:
+        return tensors
+    chans = [t.shape[1] for t in tensors]
+    joint, _ = random_flip(torch.cat(tensors, 1), 0.5, g, dims=[2 + d for d in dims])
+    return list(joint.split(chans, 1))
 
 
 def _cosine_adamw(params: list[nn.Parameter], lr: float, weight_decay: float, total_steps: int) -> tuple[

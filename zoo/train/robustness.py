@@ -1,7 +1,7 @@
 """Image corruptions for robustness evaluation: Gaussian blur, Gaussian noise, contrast and JPEG.
 
-Each works on a batch of images in [0, 1], ``(N, C, H, W)`` (blur, noise and contrast also take 3D
-``(N, C, X, Y, Z)``), at the model's input resolution, before intensity normalisation. Three
+Each works on a batch of 2D images in [0, 1], ``(N, C, H, W)``, at the model's input resolution,
+before intensity normalisation (blur and contrast are :mod:`zoo.data.augment`'s, at fixed strength). Three
 severities each, in the spirit of ImageNet-C; the blur width is a fraction of the image size so a
 severity means the same at 28 and 224 px.
 """
@@ -12,7 +12,8 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..data import augment
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "gaussian_blur", "gaussian_noise", "contrast", "jpeg"]
 
@@ -27,34 +28,14 @@ CORRUPTIONS = tuple(SEVERITIES)
 
 
 def _check(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (4, 5):
-        raise ValueError("corruptions take a float tensor (N, C, H, W) or (N, C, X, Y, Z) with values in [0, 1]")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
+        raise ValueError(f"corruptions take a float (N, C, H, W) batch in [0, 1], got {getattr(x, 'shape', type(x))}")
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
+    """Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
     _check(x)
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    n, c = x.shape[:2]
-    dims = x.ndim - 2
-    out = x.reshape(n * c, 1, *x.shape[2:])
-    conv = F.conv2d if dims == 2 else F.conv3d
-    for axis in range(dims):
-        size = out.shape[2 + axis]
-        r = min(radius, size - 1)  # reflect padding needs pad < size
-        k = kernel[radius - r: radius + r + 1]
-        k = k / k.sum()
-        shape = [1, 1] + [1] * dims
-        shape[2 + axis] = k.numel()
-        pad = [0] * (2 * dims)
-        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = r  # F.pad: last dim first
-        out = conv(F.pad(out, pad, mode="reflect"), k.view(shape))
-    return out.reshape(x.shape)
+    return augment.gaussian_blur(x, sigma=(sigma, sigma), p=1.0) if sigma > 0 else x.clone()
 
 
 def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
@@ -65,10 +46,9 @@ def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
 
 
 def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale each image's deviations from its own mean intensity by ``factor``."""
+    """Blend each image with its mean grey level: deviations scaled by ``factor`` (torchvision's contrast)."""
     _check(x)
-    mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
-    return ((x - mean) * factor + mean).clamp(0.0, 1.0)
+    return augment._adjust_contrast(x, torch.full((x.shape[0],), factor, dtype=x.dtype))
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
@@ -76,7 +56,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     from PIL import Image
 
     _check(x)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
+    if x.shape[1] not in (1, 3):
         raise ValueError(f"JPEG needs 2D images with 1 or 3 channels, got shape {tuple(x.shape)}")
     arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = []
