@@ -242,7 +242,7 @@ class Preprocess:
         return self.normalise(x)
 
 
-def _batched_forward(model: nn.Module, images: np.ndarray, prep: Preprocess, batch_size: int,
+def _batched_forward(model: nn.Module, images: torch.Tensor | np.ndarray, prep: Preprocess, batch_size: int,
                      corruption: tuple[str, int] | None = None) -> np.ndarray:
     model.eval()
     outs = []
@@ -253,7 +253,7 @@ def _batched_forward(model: nn.Module, images: np.ndarray, prep: Preprocess, bat
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
-def extract_features(model: nn.Module, images: np.ndarray, prep: Preprocess, batch_size: int = 64,
+def extract_features(model: nn.Module, images: torch.Tensor | np.ndarray, prep: Preprocess, batch_size: int = 64,
                      corruption: tuple[str, int] | None = None, cache_key: str | None = None) -> np.ndarray:
     """Pooled features ``(N, D)`` of a frozen model, cached on disk under ``cache_key`` when given."""
     path = None
