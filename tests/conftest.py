@@ -36,6 +36,12 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test starts from the same RNG state: random-weight models (e.g. int8 agreement) are reproducible."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def _offline_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tmp_path_factory.mktemp("env")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
