@@ -164,3 +164,76 @@ _register_official(
     notes="Batch-statistics BN as upstream's ContBatchNorm3d (norm='batch_stats_bn'): outputs depend on the "
     "batch, also in eval mode. Upstream's restoration output ends in a sigmoid (out_act='sigmoid').",
 )
+
+
+# --- zoo's own reference weights (pretrained here on ../shared/data; see MODEL_CARD.md) ---------------
+# metrics: `zoo report results/simclr_resnet18.kermany64__*.json --metrics` (files written by `zoo eval`)
+register_pretrained(
+    "simclr_resnet18.kermany64",
+    file="simclr_resnet18.kermany64.safetensors",
+    sha256="1e847dc2c40312fd700ced4b0c43d40413162dc289657ff1cdf4f06ee98886b9",
+    file_size=22383080,
+    input_size=(3, 64, 64),
+    pretrain_data="Kermany 2018 paediatric chest X-rays, train split only (5,216 images), at 64 px",
+    modality="cxr",
+    license_weights="CC-BY-4.0",
+    license_data="CC-BY-4.0 (Kermany et al. 2018); research and testing use",
+    command="RUNS=runs bash scripts/pretrain_reference.sh simclr_kermany  # = zoo pretrain --method simclr "
+    "--arch simclr_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
+    "--seed 0 --hparam aug=cxr --hparam temperature=0.2; weights cast to float16",
+    verified=True,
+    metrics={   'kermany_pneumonia/finetune/1%': {   'auc': 0.9478,
+                                         'auc_std': 0.0097,
+                                         'acc': 0.8355,
+                                         'acc_std': 0.0442,
+                                         'random_init': {   'auc': 0.7507,
+                                                            'auc_std': 0.037,
+                                                            'acc': 0.6496,
+                                                            'acc_std': 0.0426},
+                                         'seeds': 3,
+                                         'img_size': 64,
+                                         'command': 'zoo eval simclr_resnet18.kermany64 --task '
+                                                    'kermany_pneumonia --protocol finetune --label-fraction '
+                                                    '0.01 --seeds 3 --img-size 64'},
+    'kermany_pneumonia/linear/1%': {   'auc': 0.9524,
+                                       'auc_std': 0.0066,
+                                       'acc': 0.8707,
+                                       'acc_std': 0.0186,
+                                       'random_init': {   'auc': 0.7911,
+                                                          'auc_std': 0.0266,
+                                                          'acc': 0.6912,
+                                                          'acc_std': 0.0285},
+                                       'seeds': 3,
+                                       'img_size': 64,
+                                       'command': 'zoo eval simclr_resnet18.kermany64 --task '
+                                                  'kermany_pneumonia --protocol linear --label-fraction 0.01 '
+                                                  '--seeds 3 --img-size 64'},
+    'kermany_pneumonia/linear/10%': {   'auc': 0.9509,
+                                        'auc_std': 0.004,
+                                        'acc': 0.852,
+                                        'acc_std': 0.0056,
+                                        'random_init': {   'auc': 0.8482,
+                                                           'auc_std': 0.0369,
+                                                           'acc': 0.7537,
+                                                           'acc_std': 0.037},
+                                        'seeds': 3,
+                                        'img_size': 64,
+                                        'command': 'zoo eval simclr_resnet18.kermany64 --task '
+                                                   'kermany_pneumonia --protocol linear --label-fraction 0.1 '
+                                                   '--seeds 3 --img-size 64'},
+    'kermany_pneumonia/linear/100%': {   'auc': 0.9493,
+                                         'auc_std': 0.0,
+                                         'acc': 0.7869,
+                                         'acc_std': 0.0,
+                                         'random_init': {   'auc': 0.8867,
+                                                            'auc_std': 0.0077,
+                                                            'acc': 0.7869,
+                                                            'acc_std': 0.01},
+                                         'seeds': 3,
+                                         'img_size': 64,
+                                         'command': 'zoo eval simclr_resnet18.kermany64 --task '
+                                                    'kermany_pneumonia --protocol linear --label-fraction 1 '
+                                                    '--seeds 3 --img-size 64'}},
+    notes="Small-scale reference weights (15 epochs, 2,445 steps, 1,389 s on 2 CPU cores; NT-Xent 4.10 -> 1.18). "
+    "Research use only, not for clinical use.",
+)
