@@ -8,10 +8,15 @@ terms. :meth:`export_state_dict` gives exactly the keys ``zoo.create_model(arch)
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from ..train.pretrain import PretrainConfig
 
 __all__ = ["SSLMethod"]
 
@@ -31,7 +36,19 @@ class SSLMethod(nn.Module):
         self.arch = arch
         self.hparams = dict(hparams)
 
-    def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    @classmethod
+    def build_dataset(cls, cfg: PretrainConfig) -> Dataset | None:
+        """The method's own training samples, or ``None`` (the default) for the images of ``cfg.data``.
+
+        Methods that need more than images (same-patient pairs, pseudo-labelled patches) return a
+        dataset whose items are ``dict[str, Tensor]``; the loop stacks each key into a batch and hands
+        the dict to :meth:`forward`.
+        """
+        return None
+
+    def forward(
+        self, batch: torch.Tensor | dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Loss terms of one batch; ``out["loss"]`` is what is back-propagated."""
         raise NotImplementedError
 

@@ -220,8 +220,20 @@ class _SkipBatches:
         return max(0, len(self.inner) - self.skip)
 
 
-def _collate_images(batch: list[tuple[torch.Tensor, Any]]) -> torch.Tensor:
+Batch = torch.Tensor | dict[str, torch.Tensor]
+
+
+def _collate(batch: list[Any]) -> Batch:
+    """Images of ``(image, label)`` items stacked; dict items (a method's own dataset) stacked per key."""
+    if isinstance(batch[0], dict):
+        return {k: torch.stack([item[k] for item in batch]) for k in batch[0]}
     return torch.stack([item[0] for item in batch])
+
+
+def _to_device(x: Batch, device: torch.device) -> Batch:
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -531,12 +543,13 @@ def prepare_method(method: SSLMethod, device: torch.device, spatial_dims: int, c
 
 
 def train_step(
-    model: nn.Module, method: SSLMethod, x: torch.Tensor, generator: torch.Generator,
+    model: nn.Module, method: SSLMethod, x: Batch, generator: torch.Generator,
     opt: torch.optim.Optimizer, step: int, total_steps: int, channels_last: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One optimisation step: loss terms of ``model(x)`` (``model`` is ``method`` or its DDP wrapper),
-    backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss."""
-    if channels_last:
+    backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss.
+    A dict batch (a method's own dataset) is passed as it is: the method lays out the views it makes."""
+    if channels_last and isinstance(x, torch.Tensor):
         x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
     out = model(x, generator)
     loss = out["loss"]
@@ -586,10 +599,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     ct_kwargs: dict[str, Any] = {}
     if spatial_dims == 3 and _is_nifti(cfg):
         ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
-    dataset = open_dataset(
-        cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)), spatial_dims=spatial_dims,
-        cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers), seed=cfg.seed, **ct_kwargs,
-    )
+    dataset = cls.build_dataset(cfg)
+    if dataset is None:
+        dataset = open_dataset(
+            cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)),
+            spatial_dims=spatial_dims, cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers),
+            seed=cfg.seed, **ct_kwargs,
+        )
     sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     steps_per_epoch = len(sampler) // cfg.batch_size
@@ -667,13 +683,13 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
             batches = _SkipBatches(BatchSampler(sampler, cfg.batch_size, drop_last=True), skip)
-            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate_images,
+            loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
                                 pin_memory=d.device.type == "cuda")
             t_data = time.perf_counter()
             for x in loader:
                 t0 = time.perf_counter()
                 lr = opt.param_groups[0]["lr"]
-                out_terms = train_step(model, method, x.to(d.device, non_blocking=True), gen, opt, step,
+                out_terms = train_step(model, method, _to_device(x, d.device), gen, opt, step,
                                        total_steps, channels_last)
                 sched.step()
                 step += 1
