@@ -197,3 +197,26 @@ def test_augment_pipeline_is_seeded() -> None:
     assert A.PCRL_AUG.scaled(112).cutout_length == 16  # 32 px at 224 -> 16 px at 112
     gray = A.Augment2D(A.MOCOV2_AUG)(x[:, :1], torch.Generator().manual_seed(0))  # 1-channel input works
     assert gray.shape == (8, 1, 64, 64)
+
+
+# --- patients ------------------------------------------------------------------------------------
+def test_patient_ids_and_eye_sides_of_the_real_file_names(data: Path) -> None:
+    from zoo.data.patients import eye_side, group_by_patient, patient_id
+
+    assert patient_id("person1000_bacteria_2931.jpeg") == patient_id("person1000_virus_1681.jpeg") == "person1000"
+    assert patient_id("IM-0629-0001-0002.jpeg") == patient_id("IM-0629-0001.jpeg") == "IM-0629"
+    assert patient_id("NORMAL2-IM-0383-0001.jpeg") == "NORMAL2-IM-0383" != patient_id("IM-0383-0001.jpeg")
+    assert patient_id("10_left.jpeg") == patient_id("10_right.jpeg") == "10"
+    assert patient_id("21_training.png") is None and eye_side("21_training.png") is None
+    assert (eye_side("10_left.jpeg"), eye_side("/x/10_right.jpeg")) == ("left", "right")
+    # every real Kermany train file has an id; 3,875 pneumonia images come from 1,636 patients (names)
+    pneu = sorted((data / "cxr/kermany/train/PNEUMONIA").glob("*.jpeg"))
+    assert all(patient_id(p) for p in pneu)
+    groups = group_by_patient(pneu)
+    assert len(groups) == len({patient_id(p) for p in pneu}) < len(pneu)
+    assert sorted(i for g in groups for i in g) == list(range(len(pneu)))
+    eyes = sorted((data / "fundus/eyepacs/images").glob("*.jpeg"))
+    pairs = [g for g in group_by_patient(eyes) if len(g) == 2]
+    assert pairs and all({eye_side(eyes[i]) for i in g} == {"left", "right"} for g in pairs)
+    # names without an id stand alone
+    assert group_by_patient(["a.png", "b.png", "10_left.jpeg", "10_right.jpeg"]) == [[0], [1], [2, 3]]
