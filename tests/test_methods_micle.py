@@ -26,22 +26,19 @@ ARCH = "micle_resnet18"
 PATIENTS = {"PNEUMONIA": ("person1019_", "person1000_", "person1001_"), "NORMAL": ("IM-0429-", "IM-0115-")}
 
 
-@pytest.fixture(scope="module")
-def data() -> Path:
-    root = data_root()
-    if not (root / "cxr" / "kermany").is_dir():
-        pytest.skip(f"real data not found at {root}; set ZOO_DATA_DIR to the shared data directory")
-    return root
+DATA = data_root()
+pytestmark = pytest.mark.skipif(not (DATA / "cxr/kermany").is_dir(),
+                                reason=f"real data not found at {DATA}; set ZOO_DATA_DIR to the shared data")
 
 
 @pytest.fixture(scope="module")
-def patients(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def patients(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 real Kermany training X-rays of 5 patients (3 + 3 + 2 + 1 + 1 images), as a class folder of symlinks."""
     dst = tmp_path_factory.mktemp("patients")
     for cls, prefixes in PATIENTS.items():
         (dst / cls).mkdir()
         for prefix in prefixes:
-            for f in sorted((data / "cxr/kermany/train" / cls).glob(f"{prefix}*.jpeg")):
+            for f in sorted((DATA / "cxr/kermany/train" / cls).glob(f"{prefix}*.jpeg")):
                 (dst / cls / f.name).symlink_to(f)
     assert len(list(dst.rglob("*.jpeg"))) == 10
     return dst
@@ -93,11 +90,11 @@ def test_partners_depend_on_seed_epoch_index_only(pairs: SamePatientPairs) -> No
     assert [partners(other_seed, e) for e in range(8)] != per_epoch
 
 
-def test_fundus_left_and_right_eyes_pair_through_build_dataset(data: Path, tmp_path: Path) -> None:
+def test_fundus_left_and_right_eyes_pair_through_build_dataset(tmp_path: Path) -> None:
     images = tmp_path / "eyepacs" / "images"
     images.mkdir(parents=True)
     for name in ("10_left", "10_right", "1002_left"):
-        (images / f"{name}.jpeg").symlink_to(data / "fundus/eyepacs/images" / f"{name}.jpeg")
+        (images / f"{name}.jpeg").symlink_to(DATA / "fundus/eyepacs/images" / f"{name}.jpeg")
     cfg = PretrainConfig(method="micle", arch=ARCH, data=str(tmp_path / "eyepacs"), out=str(tmp_path / "o"), img_size=32)
     ds = MICLe.build_dataset(cfg)
     assert isinstance(ds.base, FundusDataset)  # FOV crop and masking as in the rest of zoo
@@ -137,8 +134,8 @@ def test_loss_decreases_and_same_seed_same_losses(pairs: SamePatientPairs) -> No
     assert sum(loss[-3:]) / 3 < sum(loss[:3]) / 3
 
 
-def test_cli_run_exports_a_strict_loading_backbone(data: Path, tmp_path: Path) -> None:
-    root = link_images(data, tmp_path / "cxr")  # person1000 has 2 of these 8 images
+def test_cli_run_exports_a_strict_loading_backbone(tmp_path: Path) -> None:
+    root = link_images(DATA, tmp_path / "cxr")  # person1000 has 2 of these 8 images
     out = tmp_path / "run"
     code = cli_main(["pretrain", "--method", "micle", "--arch", ARCH, "--data", str(root), "--img-size", "32",
                      "--batch-size", "4", "--max-steps", "2", "--out", str(out), "--hparam", "aug=cxr",
