@@ -93,8 +93,11 @@ def small_input(name: str, batch: int = 2, in_chans: int | None = None) -> torch
     return torch.randn(batch, c, *spatial, generator=torch.Generator().manual_seed(0))
 
 
-def train_steps(method: Any, x: torch.Tensor, steps: int, seed: int = 0, lr: float = 1e-3) -> list[dict[str, float]]:
-    """Adam steps of an SSL method on one fixed batch; the loss terms of every step."""
+def train_steps(
+    method: Any, x: torch.Tensor | dict[str, torch.Tensor], steps: int, seed: int = 0, lr: float = 1e-3
+) -> list[dict[str, float]]:
+    """Adam steps of an SSL method on one fixed batch (a tensor, or a dict batch of a method's own dataset);
+    the loss terms of every step."""
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
     log = []

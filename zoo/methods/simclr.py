@@ -57,11 +57,21 @@ class SimCLR(SSLMethod):
         self.views = ViewMaker2D(arch, aug)
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        n = batch.shape[0]
-        x = torch.cat([self.views(batch, generator), self.views(batch, generator)])
+        return {"loss": self.pair_loss(batch, batch, generator)}
+
+    def pair_loss(
+        self, first: torch.Tensor, second: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """NT-Xent between one augmented view of each ``first[i]`` and one of each ``second[i]`` (the positives).
+
+        SimCLR passes the same images twice; MICLe passes an image and another image of its patient.
+        """
+        if first.shape != second.shape:
+            raise ValueError(f"pair_loss needs two batches of one shape, got {tuple(first.shape)}, {tuple(second.shape)}")
+        n = first.shape[0]
+        x = torch.cat([self.views(first, generator), self.views(second, generator)])
         z = self.projector(self.backbone(x))
-        loss = nt_xent(z[:n], z[n:], self.temperature)
-        return {"loss": loss}
+        return nt_xent(z[:n], z[n:], self.temperature)
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
