@@ -326,3 +326,42 @@ def test_cli_pretrain_end_to_end(fundus: Path, cache: Path, tmp_path: Path, monk
     assert entry["method"] == "swcl" and "--hparam labeller_epochs=1" in entry["command"]
     assert cli_main(argv[:-2] + ["--hparam", "nope=1", "--out", str(tmp_path / "bad")]) == 2
     assert "unknown SWCL hyper-parameter" in capsys.readouterr().err
+
+
+_DDP_SCRIPT = """
+import torch, torch.distributed as dist
+from zoo.methods.swcl import supcon_loss
+g = torch.Generator().manual_seed(0)
+z = torch.randn(8, 4, generator=g, dtype=torch.float64)
+labels = torch.tensor([[0, 10], [1, 10], [0, -1], [1, 11], [2, 11], [3, -1], [2, 10], [3, 11]])
+full = z.clone().requires_grad_(True)
+ref = supcon_loss(full, labels, 0.1, "overlap")  # one process: the whole batch
+ref.backward()
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+mine = z[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+loss = supcon_loss(mine, labels[rank * 4:(rank + 1) * 4], 0.1, "overlap")
+loss.backward()
+mean = loss.detach().clone()
+dist.all_reduce(mean)
+assert torch.allclose(mean / world, ref), (mean / world, ref)
+# DDP averages gradients over ranks: the local gradient / world is the full loss's gradient
+assert torch.allclose(mine.grad / world, full.grad[rank * 4:(rank + 1) * 4]), rank
+print("ok", rank)
+"""
+
+
+def test_supcon_gathers_every_rank_under_torchrun(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = tmp_path / "ddp_supcon.py"
+    script.write_text(_DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok 0" in proc.stdout and "ok 1" in proc.stdout

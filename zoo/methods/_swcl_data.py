@@ -521,7 +521,7 @@ def pseudo_labeller_stage(
         _logger.info("swcl: pseudo-labeller cache hit %s (held-out accuracy %.3f, AUC %.3f)", folder,
                      meta["heldout"]["acc"], meta["heldout"]["auc"])
         return folder, meta, True
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _logger.info("swcl: training the pseudo-labeller on %d photos at %d px (cache miss %s)", len(records),
                  cfg.labeller_size, folder)
     ((images, _),) = _load_all(records, [cfg.labeller_size])
@@ -545,6 +545,7 @@ def pseudo_labeller_stage(
         "heldout_mask": held.tolist(), "prob_abnormal": [round(float(p), 6) for p in prob],
         "pseudo_labels": [r.label if r.label >= 0 else int(p >= 0.5) for r, p in zip(records, prob, strict=True)],
         "wall_time_s": round(time.perf_counter() - t0, 2),
+        "cpu_time_s": round(time.process_time() - c0, 2), "threads": torch.get_num_threads(),
     }
     _atomic_json(folder / "meta.json", meta)
     return folder, meta, False
@@ -561,7 +562,7 @@ def patch_stage(
     if meta is not None:
         _logger.info("swcl: patch set cache hit %s", folder)
         return folder, meta, True
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _logger.info("swcl: cutting and scoring %d x 5 patches at S=%d (cache miss %s)", len(records), cfg.image_size,
                  folder)
     model = PseudoLabeller(cfg.labeller_depth)
@@ -586,6 +587,7 @@ def patch_stage(
         "eyes": [r.eye for r in records], "image_labels": labeller_meta["pseudo_labels"],
         "labeller_heldout": labeller_meta["heldout"], "positions": list(POSITIONS),
         "mean_score": round(float(score_t.mean()), 6), "wall_time_s": round(time.perf_counter() - t0, 2),
+        "cpu_time_s": round(time.process_time() - c0, 2), "threads": torch.get_num_threads(),
     }
     _atomic_json(folder / "meta.json", meta)
     return folder, meta, False
