@@ -17,7 +17,7 @@ from tests.conftest import train_steps
 from zoo.cli import main as cli_main
 from zoo.data.augment import SWCL_AUG, random_solarize
 from zoo.data.datasets import DatasetError, fov_mask_files
-from zoo.data.paths import data_path
+from zoo.data.paths import data_path, data_root
 from zoo.methods import get_method
 from zoo.methods._common import AUG_PRESETS, nt_xent
 from zoo.methods._swcl_data import (
@@ -36,6 +36,9 @@ from zoo.methods._swcl_data import (
 from zoo.methods.swcl import SWCL, supcon_loss
 from zoo.train.pretrain import PretrainConfig, build_optimizer
 
+DATA = data_root()
+pytestmark = pytest.mark.skipif(not (DATA / "fundus/eyepacs").is_dir(),
+                                reason=f"real data not found at {DATA}; set ZOO_DATA_DIR to the shared data")
 TINY = {"image_size": 64, "labeller_size": 32, "labeller_depth": 18, "labeller_epochs": 1, "labeller_batch": 4}
 
 

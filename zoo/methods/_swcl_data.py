@@ -117,13 +117,15 @@ class SWCLDataConfig:
     """Hyper-parameters of the two cached stages (``--hparam key=value`` of ``zoo pretrain --method swcl``).
 
     ``image_size`` is ``S`` (patches are ``S/2``); ``None`` means twice the run's ``--img-size``, so the
-    patches are the network's input size (upstream: S = 448, 224-px patches).
+    patches are the network's input size (upstream: S = 448, 224-px patches). The pseudo-labeller
+    defaults are scaled for 2 CPU cores: 96-px input, 20 epochs of the ~140 labelled training photos
+    (9 steps of 16 per epoch); upstream uses the full-size photos of a far larger set.
     """
 
     image_size: int | None = None
-    labeller_size: int = 128
+    labeller_size: int = 96
     labeller_depth: int = 34
-    labeller_epochs: int = 6
+    labeller_epochs: int = 20
     labeller_batch: int = 16
     labeller_lr: float = 0.03
     labeller_seed: int = 0
