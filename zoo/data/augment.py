@@ -6,9 +6,9 @@ function loops over pixels in Python. Each sample gets its own parameters, as wi
 per-image transforms. Functions that a method may need to know the parameters of (flips, rot90)
 return them.
 
-The 2D pipeline :class:`Augment2D` covers the MoCo v2 / SimCLR / PCRL recipes: random resized
+The 2D pipeline :class:`Augment2D` covers the MoCo v2 / SimCLR / PCRL / SWCL recipes: random resized
 crop (+ rotation + flip, resampled once with ``grid_sample``), colour jitter in a random order per
-sample, grayscale, Gaussian blur and cutout.
+sample, grayscale, Gaussian blur, solarisation and cutout.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ __all__ = [
     "SIMCLR_AUG",
     "PCRL_AUG",
     "CXR_AUG",
+    "SWCL_AUG",
     "random_resized_crop",
     "random_flip",
     "random_rot90",
     "color_jitter",
     "random_grayscale",
     "gaussian_blur",
+    "random_solarize",
     "cutout",
     "normalize",
     "rgb_to_grayscale",
@@ -316,6 +318,15 @@ def gaussian_blur(
     return out
 
 
+def random_solarize(
+    x: torch.Tensor, p: float, threshold: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """torchvision's ``RandomSolarize``: with probability ``p`` per sample, invert pixels ``>= threshold`` (``1 - x``)."""
+    _check(x, 4, "random_solarize")
+    mask = _view(_bernoulli(x.shape[0], p, generator, x.device), 4)
+    return torch.where(mask & (x >= threshold), 1.0 - x, x)
+
+
 def cutout(
     x: torch.Tensor, holes: int, length: int, generator: torch.Generator | None = None, p: float = 1.0
 ) -> torch.Tensor:
@@ -366,6 +377,8 @@ class Augment2DConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     cutout_holes: int = 0
     cutout_length: int = 0
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
     ref_size: int = 224
 
     def scaled(self, img_size: int) -> Augment2DConfig:
@@ -389,6 +402,10 @@ PCRL_AUG = Augment2DConfig(degrees=10.0, cutout_holes=3, cutout_length=32)
 # SimCLR with SIMCLR_AUG stayed at chance (NT-Xent 4.13 ~ log 63) for 580 steps; with this recipe it falls
 # below chance within 80 steps on a fixed 256-image subset (scripts/pretrain_reference.sh uses it).
 CXR_AUG = Augment2DConfig(scale=(0.5, 1.0), degrees=10.0, jitter=(0.4, 0.4, 0.0, 0.0), gray_p=0.0)
+# SWCL (fundus patches): RRC (0.8, 1), h-flip, jitter (.4, .4, .4, .1) p .8, grayscale .2, blur sigma .1-2 p .5,
+# solarize p .1 (threshold 0.5 = 128/255). Upstream blurs with a 23-px kernel at 224 px; here the kernel is
+# 2 * ceil(3 * sigma_max) + 1 (13 px at 224), which keeps +-3 sigma of every Gaussian drawn.
+SWCL_AUG = Augment2DConfig(scale=(0.8, 1.0), solarize_p=0.1)
 
 
 class Augment2D:
@@ -409,6 +426,8 @@ class Augment2D:
             x = random_grayscale(x, c.gray_p, generator)
         if c.blur_p > 0:
             x = gaussian_blur(x, c.blur_sigma, c.blur_p, generator)
+        if c.solarize_p > 0:
+            x = random_solarize(x, c.solarize_p, c.solarize_threshold, generator)
         if c.cutout_holes > 0 and c.cutout_length > 0:
             x = cutout(x, c.cutout_holes, c.cutout_length, generator)
         return x

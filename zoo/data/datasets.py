@@ -37,6 +37,8 @@ __all__ = [
     "MedMNISTDataset",
     "open_dataset",
     "fov_mask",
+    "fov_mask_files",
+    "read_fov_mask",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -214,6 +216,27 @@ def fov_mask(rgb: np.ndarray, threshold: float = 0.04) -> np.ndarray:
     return red > threshold * 255
 
 
+def fov_mask_files(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """The FOV mask files of a fundus folder (``root/mask/*``) by file stem; empty without ``mask/``."""
+    mask_dir = Path(root) / "mask"
+    if not mask_dir.is_dir():
+        return {}
+    return {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+
+
+def read_fov_mask(path: Path, rgb: np.ndarray, mask_files: dict[str, Path]) -> np.ndarray:
+    """The ``(H, W)`` bool FOV mask of the photo ``path`` (pixels ``rgb``): its mask file ``x.*`` or
+    ``x_mask.*`` from :func:`fov_mask_files` when there is one, else :func:`fov_mask`."""
+    mask_path = mask_files.get(path.stem) or mask_files.get(f"{path.stem}_mask")
+    if mask_path is None:
+        return fov_mask(rgb)
+    with Image.open(mask_path) as m:
+        mask = np.asarray(m.convert("L")) > 127
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask_path.name} is {mask.shape[::-1]}, image is {rgb.shape[1::-1]}")
+    return mask
+
+
 class FundusDataset(_DecodedImages):
     """Colour fundus photographs with field-of-view masks (DRIVE / HRF / EyePACS layouts).
 
@@ -243,10 +266,7 @@ class FundusDataset(_DecodedImages):
         if not files:
             raise DatasetError(f"{img_dir} contains no fundus images ({', '.join(IMAGE_EXTENSIONS)}).")
         self.mask_dir = root / "mask" if (root / "mask").is_dir() else None
-        self._mask_files = (
-            {p.stem: p for p in self.mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-            if self.mask_dir else {}
-        )
+        self._mask_files = fov_mask_files(root)
         labels_csv = root / "labels.csv"
         self.classes: list[str] = []
         labels = [-1] * len(files)
@@ -267,20 +287,10 @@ class FundusDataset(_DecodedImages):
         super().__init__(files, labels, img_size, in_chans, root, cache=True, workers=workers)
         self.masks = (self.images.amax(dim=1, keepdim=True) > 0) if self.images is not None else None
 
-    def _mask_for(self, path: Path) -> Path | None:
-        return self._mask_files.get(path.stem) or self._mask_files.get(f"{path.stem}_mask")
-
     def _decode(self, path: Path) -> np.ndarray:
         with Image.open(path) as img:
             rgb = np.asarray(img.convert("RGB"))
-        mask_path = self._mask_for(path)
-        if mask_path is not None:
-            with Image.open(mask_path) as m:
-                mask = np.asarray(m.convert("L")) > 127
-            if mask.shape != rgb.shape[:2]:
-                raise ValueError(f"mask {mask_path.name} is {mask.shape[::-1]}, image is {rgb.shape[1::-1]}")
-        else:
-            mask = fov_mask(rgb)
+        mask = read_fov_mask(path, rgb, self._mask_files)
         ys, xs = np.nonzero(mask)
         if ys.size == 0:
             raise ValueError("empty field-of-view mask")

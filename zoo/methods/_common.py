@@ -18,7 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import get_pretrained_cfg
-from ..data.augment import CXR_AUG, MOCOV2_AUG, PCRL_AUG, SIMCLR_AUG, Augment2D, Augment2DConfig, normalize
+from ..data.augment import (
+    CXR_AUG,
+    MOCOV2_AUG,
+    PCRL_AUG,
+    SIMCLR_AUG,
+    SWCL_AUG,
+    Augment2D,
+    Augment2DConfig,
+    normalize,
+)
 
 __all__ = [
     "projection_mlp",
@@ -229,7 +238,7 @@ def shuffle_bn_forward(
 
 
 AUG_PRESETS: dict[str, Augment2DConfig] = {
-    "mocov2": MOCOV2_AUG, "simclr": SIMCLR_AUG, "pcrl": PCRL_AUG, "cxr": CXR_AUG,
+    "mocov2": MOCOV2_AUG, "simclr": SIMCLR_AUG, "pcrl": PCRL_AUG, "cxr": CXR_AUG, "swcl": SWCL_AUG,
 }
 
 

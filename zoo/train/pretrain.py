@@ -319,7 +319,11 @@ def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
 def build_optimizer(
     cfg: PretrainConfig, method: SSLMethod
 ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
-    """SGD or AdamW over the trainable parameters; unset values come from the method's ``recipe``."""
+    """SGD or AdamW over the trainable parameters; unset values come from the method's ``recipe``.
+
+    A recipe with ``"decay_norm_bias": False`` exempts normalisation weights and biases (every
+    parameter with fewer than 2 dimensions) from weight decay, as SupCon/SWCL do.
+    """
     recipe = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
     recipe.update(getattr(type(method), "recipe", {}) or {})
     name = (cfg.optimizer or recipe["optimizer"]).lower()
@@ -329,10 +333,14 @@ def build_optimizer(
     params = [p for p in method.parameters() if p.requires_grad]
     if not params:
         raise PretrainError("no trainable parameter (check --bn-only and the method)")
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if not recipe.get("decay_norm_bias", True):
+        groups = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if name == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=mom, weight_decay=wd)
     elif name == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
     else:
         raise PretrainError(f"--optimizer must be sgd or adamw, got {name!r}")
     return opt, {"optimizer": name, "lr": lr, "weight_decay": wd, "momentum": mom if name == "sgd" else None}
