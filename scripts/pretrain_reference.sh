@@ -16,11 +16,12 @@ CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 --modal
 declare -A RECIPE=(
   [simclr_kermany]="--method simclr --arch simclr_resnet18 $KERMANY --hparam aug=cxr --hparam temperature=0.2"
   [mocov2_kermany]="--method mocov2 --arch mocov2_resnet18 $KERMANY --hparam aug=cxr --hparam queue_size=4096"
+  [micle_kermany]="--method micle --arch micle_resnet18 $KERMANY --hparam aug=cxr --hparam temperature=0.2"
   [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY"
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
   [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
 )
-ORDER=(simclr_kermany mocov2_kermany pcrl_kermany genesis_ct pcrl_ct)
+ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany genesis_ct pcrl_ct)
 
 for name in "${@:-${ORDER[@]}}"; do
   out="$RUNS/$name"

@@ -7,6 +7,8 @@ here together with their file in ``weights/`` and a section in MODEL_CARD.md.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ._pretrained import Intensity
@@ -167,73 +169,48 @@ _register_official(
 
 
 # --- zoo's own reference weights (pretrained here on ../shared/data; see MODEL_CARD.md) ---------------
-# metrics: `zoo report results/simclr_resnet18.kermany64__*.json --metrics` (files written by `zoo eval`)
-register_pretrained(
-    "simclr_resnet18.kermany64",
-    file="simclr_resnet18.kermany64.safetensors",
-    sha256="1e847dc2c40312fd700ced4b0c43d40413162dc289657ff1cdf4f06ee98886b9",
-    file_size=22383080,
+# measured downstream results of each reference checkpoint: written by scripts/evaluate_reference.sh from the
+# `zoo eval` results files in results/ (`zoo report --metrics`); tests/test_shipped_weights.py checks they agree
+_REFERENCE_METRICS: dict[str, Any] = json.loads((Path(__file__).with_name("reference_metrics.json")).read_text())
+
+# what every checkpoint pretrained on the Kermany train X-rays at 64 px shares
+_KERMANY64: dict[str, Any] = dict(
     input_size=(3, 64, 64),
     pretrain_data="Kermany 2018 paediatric chest X-rays, train split only (5,216 images), at 64 px",
     modality="cxr",
     license_weights="CC-BY-4.0",
     license_data="CC-BY-4.0 (Kermany et al. 2018); research and testing use",
+)
+
+register_pretrained(
+    "simclr_resnet18.kermany64",
+    file="simclr_resnet18.kermany64.safetensors",
+    sha256="1e847dc2c40312fd700ced4b0c43d40413162dc289657ff1cdf4f06ee98886b9",
+    file_size=22383080,
+    **_KERMANY64,
     command="RUNS=runs bash scripts/pretrain_reference.sh simclr_kermany  # = zoo pretrain --method simclr "
     "--arch simclr_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
     "--seed 0 --hparam aug=cxr --hparam temperature=0.2; weights cast to float16",
     verified=True,
-    metrics={   'kermany_pneumonia/finetune/1%': {   'auc': 0.9478,
-                                         'auc_std': 0.0097,
-                                         'acc': 0.8355,
-                                         'acc_std': 0.0442,
-                                         'random_init': {   'auc': 0.7507,
-                                                            'auc_std': 0.037,
-                                                            'acc': 0.6496,
-                                                            'acc_std': 0.0426},
-                                         'seeds': 3,
-                                         'img_size': 64,
-                                         'command': 'zoo eval simclr_resnet18.kermany64 --task '
-                                                    'kermany_pneumonia --protocol finetune --label-fraction '
-                                                    '0.01 --seeds 3 --img-size 64'},
-    'kermany_pneumonia/linear/1%': {   'auc': 0.9524,
-                                       'auc_std': 0.0066,
-                                       'acc': 0.8707,
-                                       'acc_std': 0.0186,
-                                       'random_init': {   'auc': 0.7911,
-                                                          'auc_std': 0.0266,
-                                                          'acc': 0.6912,
-                                                          'acc_std': 0.0285},
-                                       'seeds': 3,
-                                       'img_size': 64,
-                                       'command': 'zoo eval simclr_resnet18.kermany64 --task '
-                                                  'kermany_pneumonia --protocol linear --label-fraction 0.01 '
-                                                  '--seeds 3 --img-size 64'},
-    'kermany_pneumonia/linear/10%': {   'auc': 0.9509,
-                                        'auc_std': 0.004,
-                                        'acc': 0.852,
-                                        'acc_std': 0.0056,
-                                        'random_init': {   'auc': 0.8482,
-                                                           'auc_std': 0.0369,
-                                                           'acc': 0.7537,
-                                                           'acc_std': 0.037},
-                                        'seeds': 3,
-                                        'img_size': 64,
-                                        'command': 'zoo eval simclr_resnet18.kermany64 --task '
-                                                   'kermany_pneumonia --protocol linear --label-fraction 0.1 '
-                                                   '--seeds 3 --img-size 64'},
-    'kermany_pneumonia/linear/100%': {   'auc': 0.9493,
-                                         'auc_std': 0.0,
-                                         'acc': 0.7869,
-                                         'acc_std': 0.0,
-                                         'random_init': {   'auc': 0.8867,
-                                                            'auc_std': 0.0077,
-                                                            'acc': 0.7869,
-                                                            'acc_std': 0.01},
-                                         'seeds': 3,
-                                         'img_size': 64,
-                                         'command': 'zoo eval simclr_resnet18.kermany64 --task '
-                                                    'kermany_pneumonia --protocol linear --label-fraction 1 '
-                                                    '--seeds 3 --img-size 64'}},
+    metrics=_REFERENCE_METRICS.get("simclr_resnet18.kermany64", {}),
     notes="Small-scale reference weights (15 epochs, 2,445 steps, 1,389 s on 2 CPU cores; NT-Xent 4.10 -> 1.18). "
     "Research use only, not for clinical use.",
+)
+
+
+register_pretrained(
+    "mocov2_resnet18.kermany64",
+    file="mocov2_resnet18.kermany64.safetensors",
+    sha256="6cbebb4d16e0c205cab40c16af81842b74e924bb6e6e72e51c05db4988b414f6",
+    file_size=22383080,
+    **_KERMANY64,
+    command="RUNS=runs bash scripts/pretrain_reference.sh mocov2_kermany  # = zoo pretrain --method mocov2 "
+    "--arch mocov2_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
+    "--seed 0 --hparam aug=cxr --hparam queue_size=4096; python scripts/ship_weights.py runs/mocov2_kermany NAME "
+    "(float16)",
+    verified=True,
+    metrics=_REFERENCE_METRICS.get("mocov2_resnet18.kermany64", {}),
+    notes="Small-scale reference weights (15 epochs, 2,445 steps on 2 CPU cores, 75 img/s; InfoNCE 4.6 at the "
+    "first step (random queue), about 7.7 once the queue holds real keys, 7.45 at the end). The same data, input size, "
+    "batch, epochs and augmentation as simclr_resnet18.kermany64. Research use only, not for clinical use.",
 )

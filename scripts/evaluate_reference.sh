@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The evaluation of zoo's reference weights: every results file behind MODEL_CARD.md and the registry metrics.
+#   bash scripts/evaluate_reference.sh NAME [--checkpoint-path FILE]     (NAME = arch.tag)
+# Writes results/NAME__TASK__PROTOCOL__fF.json, the label-fraction plot results/NAME__label_fraction.png,
+# the registry metrics of NAME into zoo/reference_metrics.json and the MODEL_CARD.md results block to $TMPDIR.
+# A checkpoint's task follows its pretraining data: cxr -> kermany_pneumonia (64 px, as pretrained),
+# fundus -> retinamnist (28 px) and drive_vessels, ct -> adrenalmnist3d. Seeds 0, 1, 2 everywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZOO=${ZOO:-.venv/bin/zoo}
+name=${1:?usage: evaluate_reference.sh NAME [--checkpoint-path FILE]}
+shift
+modality=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["modality"])')
+ev() { # ev TASK PROTOCOL FRACTION [extra flags]
+  local task=$1 protocol=$2 fraction=$3
+  shift 3
+  $ZOO eval "$name" --task "$task" --protocol "$protocol" --label-fraction "$fraction" --seeds 3 "$@" \
+    --out "results/${name}__${task}__${protocol}__f${fraction}.json"
+}
+case $modality in
+  cxr)
+    for f in 0.01 0.1; do ev kermany_pneumonia linear $f --img-size 64 "$@"; done
+    ev kermany_pneumonia linear 1 --img-size 64 --robustness "$@"
+    for f in 0.01 0.1; do ev kermany_pneumonia finetune $f --img-size 64 "$@"; done
+    task=kermany_pneumonia ;;
+  fundus)
+    for f in 0.01 0.1; do ev retinamnist linear $f "$@"; done
+    ev retinamnist linear 1 --robustness "$@"
+    ev retinamnist finetune 1 "$@"
+    ev drive_vessels finetune 1 "$@"
+    task=retinamnist ;;
+  ct)
+    for f in 0.01 0.1 1; do ev adrenalmnist3d linear $f "$@"; done
+    ev adrenalmnist3d finetune 1 "$@"
+    task=adrenalmnist3d ;;
+  *) echo "no evaluation recipe for modality '$modality' of $name" >&2; exit 2 ;;
+esac
+$ZOO report results/"${name}"__*.json --plot "results/${name}__label_fraction.png" --markdown "${TMPDIR:-/tmp}/${name}.md"
+# the registry metrics of NAME (zoo/_catalog.py reads them from zoo/reference_metrics.json)
+$ZOO report results/"${name}"__*.json --metrics | .venv/bin/python -c '
+import json, sys
+path, name = "zoo/reference_metrics.json", sys.argv[1]
+table = json.load(open(path))
+table[name] = json.load(sys.stdin)
+open(path, "w").write(json.dumps(table, indent=1, sort_keys=True) + "\n")' "$name"
+echo "registry metrics: zoo/reference_metrics.json[$name]; card section: ${TMPDIR:-/tmp}/${name}.md; task: $task"
