@@ -22,6 +22,7 @@ case $modality in
     for f in 0.01 0.1; do ev kermany_pneumonia linear $f --img-size 64 "$@"; done
     ev kermany_pneumonia linear 1 --img-size 64 --robustness "$@"
     for f in 0.01 0.1; do ev kermany_pneumonia finetune $f --img-size 64 "$@"; done
+    $ZOO gradcam "$name" --task kermany_pneumonia -o "results/${name}__gradcam.png" --img-size 128 --max-train 1000
     task=kermany_pneumonia ;;
   fundus)
     for f in 0.01 0.1; do ev retinamnist linear $f "$@"; done
