@@ -161,7 +161,7 @@ def test_missing_weights_list_every_source(register_weights, monkeypatch) -> Non
         zoo.create_model("pcrl_resnet18.unit", pretrained=True)
     assert "ZOO_WEIGHTS_DIR" in str(err.value) and "weights/" in str(err.value)
     with pytest.raises(zoo.WeightsNotFoundError, match="no registered pretrained weights"):
-        zoo.create_model("micle_resnet18", pretrained=True)  # no weights registered
+        zoo.create_model("mocov2_resnet50", pretrained=True)  # no weights registered
 
 
 def test_overlay_changes_the_pretrained_cfg() -> None:
