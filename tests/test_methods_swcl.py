@@ -350,7 +350,7 @@ dist.all_reduce(mean)
 assert torch.allclose(mean / world, ref), (mean / world, ref)
 # DDP averages gradients over ranks: the local gradient / world is the full loss's gradient
 assert torch.allclose(mine.grad / world, full.grad[rank * 4:(rank + 1) * 4]), rank
-print("ok", rank, flush=True)
+print(f"ok {rank}", flush=True)
 dist.barrier()
 dist.destroy_process_group()  # an undestroyed gloo group can abort the process at interpreter exit
 """
