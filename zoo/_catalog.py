@@ -198,37 +198,34 @@ register_pretrained(
 )
 
 
-register_pretrained(
-    "mocov2_resnet18.kermany64",
-    file="mocov2_resnet18.kermany64.safetensors",
-    sha256="6cbebb4d16e0c205cab40c16af81842b74e924bb6e6e72e51c05db4988b414f6",
-    file_size=22383080,
-    **_KERMANY64,
-    command="RUNS=runs bash scripts/pretrain_reference.sh mocov2_kermany  # = zoo pretrain --method mocov2 "
-    "--arch mocov2_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
-    "--seed 0 --hparam aug=cxr --hparam queue_size=4096; python scripts/ship_weights.py runs/mocov2_kermany NAME "
-    "(float16)",
-    verified=True,
-    metrics=_REFERENCE_METRICS.get("mocov2_resnet18.kermany64", {}),
-    notes="Small-scale reference weights (15 epochs, 2,445 steps on 2 CPU cores, 75 img/s; InfoNCE 4.6 at the "
-    "first step (random queue), about 7.7 once the queue holds real keys, 7.45 at the end). The same data, input size, "
-    "batch, epochs and augmentation as simclr_resnet18.kermany64. Research use only, not for clinical use.",
+def _register_kermany64(name: str, recipe: str, flags: str, sha256: str, notes: str) -> None:
+    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py."""
+    arch = name.split(".")[0]
+    register_pretrained(
+        name,
+        file=f"{name}.safetensors",
+        sha256=sha256,
+        file_size=22383080,
+        **_KERMANY64,
+        command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method {arch.split('_')[0]} "
+        f"--arch {arch} --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
+        f"--seed 0 --hparam aug=cxr {flags}; python scripts/ship_weights.py runs/{recipe} NAME (float16)",
+        verified=True,
+        metrics=_REFERENCE_METRICS.get(name, {}),
+        notes=f"Small-scale reference weights ({notes}). The same data, input size, batch, epochs and augmentation "
+        "as simclr_resnet18.kermany64. Research use only, not for clinical use.",
+    )
+
+
+_register_kermany64(
+    "mocov2_resnet18.kermany64", "mocov2_kermany", "--hparam queue_size=4096",
+    "6cbebb4d16e0c205cab40c16af81842b74e924bb6e6e72e51c05db4988b414f6",
+    "15 epochs, 2,445 steps on 2 CPU cores, 75 img/s; InfoNCE 4.6 at the first step (random queue), about 7.7 "
+    "once the queue holds real keys, 7.45 at the end",
 )
-
-
-register_pretrained(
-    "micle_resnet18.kermany64",
-    file="micle_resnet18.kermany64.safetensors",
-    sha256="1e4e5de810efdd1eb4ceac5645117abcedd6e1d976bc9396c059c00acce7ac9d",
-    file_size=22383080,
-    **_KERMANY64,
-    command="RUNS=runs bash scripts/pretrain_reference.sh micle_kermany  # = zoo pretrain --method micle "
-    "--arch micle_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
-    "--seed 0 --hparam aug=cxr --hparam temperature=0.2; python scripts/ship_weights.py runs/micle_kermany NAME "
-    "(float16)",
-    verified=True,
-    metrics=_REFERENCE_METRICS.get("micle_resnet18.kermany64", {}),
-    notes="Small-scale reference weights (15 epochs, 2,445 steps on 2 CPU cores, 62 img/s; NT-Xent 4.28 -> 3.45; "
-    "3,445 of the 5,216 images have a same-patient partner). The same data, input size, batch, epochs, "
-    "temperature and augmentation as simclr_resnet18.kermany64. Research use only, not for clinical use.",
+_register_kermany64(
+    "micle_resnet18.kermany64", "micle_kermany", "--hparam temperature=0.2",
+    "1e4e5de810efdd1eb4ceac5645117abcedd6e1d976bc9396c059c00acce7ac9d",
+    "15 epochs, 2,445 steps on 2 CPU cores, 62 img/s; NT-Xent 4.28 -> 3.45; 3,445 of the 5,216 images have a "
+    "same-patient partner",
 )
