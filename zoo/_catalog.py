@@ -182,50 +182,48 @@ _KERMANY64: dict[str, Any] = dict(
     license_data="CC-BY-4.0 (Kermany et al. 2018); research and testing use",
 )
 
-register_pretrained(
-    "simclr_resnet18.kermany64",
-    file="simclr_resnet18.kermany64.safetensors",
-    sha256="1e847dc2c40312fd700ced4b0c43d40413162dc289657ff1cdf4f06ee98886b9",
-    file_size=22383080,
-    **_KERMANY64,
-    command="RUNS=runs bash scripts/pretrain_reference.sh simclr_kermany  # = zoo pretrain --method simclr "
-    "--arch simclr_resnet18 --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
-    "--seed 0 --hparam aug=cxr --hparam temperature=0.2; weights cast to float16",
-    verified=True,
-    metrics=_REFERENCE_METRICS.get("simclr_resnet18.kermany64", {}),
-    notes="Small-scale reference weights (15 epochs, 2,445 steps, 1,389 s on 2 CPU cores; NT-Xent 4.10 -> 1.18). "
-    "Research use only, not for clinical use.",
-)
 
+def _register_kermany64(
+    name: str, recipe: str, flags: str, sha256: str, notes: str, *,
+    file_size: int = 22383080, train_arch: str | None = None, epochs: int = 15,
+) -> None:
+    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py.
 
-def _register_kermany64(name: str, recipe: str, flags: str, sha256: str, notes: str) -> None:
-    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py."""
+    ``flags`` are the recipe's method flags after the shared Kermany ones; ``train_arch`` is the architecture
+    pretrained when it is not the one named (PCRL trains the U-Net and ships its encoder and decoder).
+    """
     arch = name.split(".")[0]
     register_pretrained(
         name,
         file=f"{name}.safetensors",
         sha256=sha256,
-        file_size=22383080,
+        file_size=file_size,
         **_KERMANY64,
         command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method {arch.split('_')[0]} "
-        f"--arch {arch} --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 "
-        f"--seed 0 --hparam aug=cxr {flags}; python scripts/ship_weights.py runs/{recipe} NAME (float16)",
+        f"--arch {train_arch or arch} --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 "
+        f"--epochs {epochs} --seed 0 {flags}; python scripts/ship_weights.py runs/{recipe} {name} (float16)",
         verified=True,
         metrics=_REFERENCE_METRICS.get(name, {}),
-        notes=f"Small-scale reference weights ({notes}). The same data, input size, batch, epochs and augmentation "
-        "as simclr_resnet18.kermany64. Research use only, not for clinical use.",
+        notes=f"Small-scale reference weights ({notes}). Research use only, not for clinical use.",
     )
 
 
+_SAME_AS_SIMCLR = "The same data, input size, batch, epochs and augmentation as simclr_resnet18.kermany64"
+
 _register_kermany64(
-    "mocov2_resnet18.kermany64", "mocov2_kermany", "--hparam queue_size=4096",
-    "6cbebb4d16e0c205cab40c16af81842b74e924bb6e6e72e51c05db4988b414f6",
-    "15 epochs, 2,445 steps on 2 CPU cores, 75 img/s; InfoNCE 4.6 at the first step (random queue), about 7.7 "
-    "once the queue holds real keys, 7.45 at the end",
+    "simclr_resnet18.kermany64", "simclr_kermany", "--hparam aug=cxr --hparam temperature=0.2",
+    "1e847dc2c40312fd700ced4b0c43d40413162dc289657ff1cdf4f06ee98886b9",
+    "15 epochs, 2,445 steps, 1,389 s on 2 CPU cores; NT-Xent 4.10 -> 1.18",
 )
 _register_kermany64(
-    "micle_resnet18.kermany64", "micle_kermany", "--hparam temperature=0.2",
+    "mocov2_resnet18.kermany64", "mocov2_kermany", "--hparam aug=cxr --hparam queue_size=4096",
+    "6cbebb4d16e0c205cab40c16af81842b74e924bb6e6e72e51c05db4988b414f6",
+    "15 epochs, 2,445 steps on 2 CPU cores, 75 img/s; InfoNCE 4.6 at the first step (random queue), about 7.7 "
+    f"once the queue holds real keys, 7.45 at the end. {_SAME_AS_SIMCLR}",
+)
+_register_kermany64(
+    "micle_resnet18.kermany64", "micle_kermany", "--hparam aug=cxr --hparam temperature=0.2",
     "1e4e5de810efdd1eb4ceac5645117abcedd6e1d976bc9396c059c00acce7ac9d",
     "15 epochs, 2,445 steps on 2 CPU cores, 62 img/s; NT-Xent 4.28 -> 3.45; 3,445 of the 5,216 images have a "
-    "same-patient partner",
+    f"same-patient partner. {_SAME_AS_SIMCLR}",
 )
