@@ -20,10 +20,12 @@ declare -A RECIPE=(
   # PCRL costs ~8x a ResNet-18 step (two U-Net decodes per view pair, four reconstructions): 6 epochs match
   # the MoCo v2 baseline's wall time (about one CPU-hour), at MoCo v2's SGD lr (upstream's 1e-3 is for 240 epochs)
   [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03"
+  # its restoration-only ablation at the same budget (the paper's claim: PCRL beats restoration and contrast alone)
+  [pcrl_recon_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03 --hparam contrast_weight=0"
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
   [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
 )
-ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany genesis_ct pcrl_ct)
+ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany pcrl_recon_kermany genesis_ct pcrl_ct)
 
 for name in "${@:-${ORDER[@]}}"; do
   out="$RUNS/$name"

@@ -198,6 +198,20 @@ def test_export_strict_loads_into_the_unet_and_the_encoder(tmp_path) -> None:
     zoo.create_model("pcrl_unet3d", width=8, checkpoint_path=tmp_path / "p3.safetensors")
 
 
+@pytest.mark.parametrize(("contrast_weight", "recon_weight"), [(0.0, 1.0), (1.0, 0.0)])
+def test_ablation_weights_drop_a_term_from_the_objective(contrast_weight: float, recon_weight: float) -> None:
+    torch.manual_seed(0)
+    method = PCRL("pcrl_unet_resnet18", queue_size=32, contrast_weight=contrast_weight, recon_weight=recon_weight)
+    out = method(xray_batch(4, 32), torch.Generator().manual_seed(0))
+    kept = out["loss_recon"] if contrast_weight == 0 else out["loss_contrast"]
+    assert float(out["loss"]) == pytest.approx(float(kept), rel=1e-6)
+    out["loss"].backward()
+    decoder_grad = sum(float(p.grad.abs().sum()) for p in method.net.decoder.parameters() if p.grad is not None)
+    proj_grad = sum(float(p.grad.abs().sum()) for p in method.proj.parameters() if p.grad is not None)
+    # the projection learns only from the NCE terms, the decoder only from the reconstructions
+    assert (proj_grad == 0) == (contrast_weight == 0) and (decoder_grad == 0) == (recon_weight == 0)
+
+
 def test_bad_inputs_are_named() -> None:
     method = PCRL("pcrl_unet_resnet18", queue_size=16)
     with pytest.raises(ValueError, match="at least 2"):
@@ -212,6 +226,8 @@ def test_bad_inputs_are_named() -> None:
         PCRL("simclr_resnet18")
     with pytest.raises(ValueError, match="recon_target"):
         PCRL("pcrl_unet_resnet18", recon_target="noise")
+    with pytest.raises(ValueError, match="not both 0"):
+        PCRL("pcrl_unet_resnet18", contrast_weight=0, recon_weight=0)
 
 
 def test_nce_loss_matches_its_definition() -> None:

@@ -138,6 +138,8 @@ class PCRL(SSLMethod):
         momentum: EMA momentum of the key encoder (0.999).
         nce_n_data: ``n_data`` of the NCE noise prior (see the module notes).
         recon_target: ``"clean"`` (default) or ``"official"`` (see the module notes).
+        contrast_weight: weight of the three NCE terms (1); 0 gives the restoration-only ablation.
+        recon_weight: weight of the four reconstruction terms (1); 0 gives the contrastive-only ablation.
         model_kwargs: extra architecture arguments for ``zoo.create_model`` (e.g. ``width``, ``norm``).
     """
 
@@ -157,12 +159,19 @@ class PCRL(SSLMethod):
         momentum: float = 0.999,
         nce_n_data: int = 1226,
         recon_target: str = "clean",
+        contrast_weight: float = 1.0,
+        recon_weight: float = 1.0,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             arch, dim=dim, queue_size=queue_size, temperature=temperature, momentum=momentum,
-            nce_n_data=nce_n_data, recon_target=recon_target, model_kwargs=dict(model_kwargs or {}),
+            nce_n_data=nce_n_data, recon_target=recon_target, contrast_weight=contrast_weight,
+            recon_weight=recon_weight, model_kwargs=dict(model_kwargs or {}),
         )
+        if contrast_weight < 0 or recon_weight < 0 or contrast_weight + recon_weight == 0:
+            raise ValueError(
+                f"contrast_weight and recon_weight must be >= 0 and not both 0, got {contrast_weight}, {recon_weight}"
+            )
         if recon_target not in ("clean", "official"):
             raise ValueError(f"recon_target must be 'clean' or 'official', got {recon_target!r}")
         if not 0.0 <= momentum <= 1.0:
@@ -178,6 +187,8 @@ class PCRL(SSLMethod):
         self.momentum = momentum
         self.nce_n_data = nce_n_data
         self.recon_target = recon_target
+        self.contrast_weight = contrast_weight
+        self.recon_weight = recon_weight
         intensity = get_pretrained_cfg(self._train_arch()).intensity
         self._mean_std = (intensity.mean, intensity.std) if intensity.kind == "mean_std" else None
 
@@ -382,7 +393,7 @@ class PCRL(SSLMethod):
         loss_contrast = sum(nce) / 3.0
         loss_recon = sum(mse) / 4.0
         return {
-            "loss": loss_contrast + loss_recon,
+            "loss": self.contrast_weight * loss_contrast + self.recon_weight * loss_recon,
             "loss_contrast": loss_contrast,
             "loss_recon": loss_recon,
             "nce_ordinary": nce[0],
