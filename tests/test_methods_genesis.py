@@ -68,6 +68,18 @@ def test_export_strict_loads(tmp_path) -> None:
     zoo.create_model("genesis_unet3d", width=8, checkpoint_path=tmp_path / "e.safetensors")
 
 
+@pytest.mark.parametrize(("method_name", "arch"), [("genesis", "genesis_unet3d_small_seg"), ("genesis", "genesis_unet3d_small"),
+                                               ("pcrl", "pcrl_unet3d_small_seg"), ("pcrl", "pcrl_unet3d_small")])
+def test_the_width16_reference_archs_train_and_export(tmp_path, method_name: str, arch: str) -> None:
+    """The CPU-sized reference architectures of scripts/pretrain_reference.sh (genesis_ct, pcrl_ct)."""
+    from zoo.methods import get_method
+
+    method = get_method(method_name)(arch)
+    assert method.net.feature_info[-1]["num_chs"] == 256  # width 16: 16 * 2 ** 4
+    save_file(method.export_state_dict(), str(tmp_path / "w.safetensors"))
+    zoo.create_model(arch, checkpoint_path=tmp_path / "w.safetensors")  # strict
+
+
 def test_bad_inputs_are_named() -> None:
     method = ModelsGenesis(model_kwargs={"width": 8})
     with pytest.raises(ValueError, match=r"\(B, 1, X, Y, Z\)"):

@@ -25,6 +25,8 @@ ENCODER_TO_UNET = {
     "pcrl_unet3d": "pcrl_unet3d_seg",
     "pcrlv2_unet3d": "pcrlv2_unet3d_seg",
     "genesis_unet3d": "genesis_unet3d_seg",
+    "pcrl_unet3d_small": "pcrl_unet3d_small_seg",
+    "genesis_unet3d_small": "genesis_unet3d_small_seg",
 }
 
 _DECODER_2D = ("decoder.", "segmentation_head.")

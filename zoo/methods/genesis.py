@@ -36,7 +36,7 @@ from .base import SSLMethod
 
 __all__ = ["ModelsGenesis"]
 
-_ARCHS = ("genesis_unet3d_seg", "pcrl_unet3d_seg")
+_ARCHS = ("genesis_unet3d_seg", "pcrl_unet3d_seg", "genesis_unet3d_small_seg", "pcrl_unet3d_small_seg")
 
 
 class ModelsGenesis(SSLMethod):

@@ -82,7 +82,7 @@ from .base import SSLMethod
 
 __all__ = ["PCRL", "PCRLViews", "nce_loss"]
 
-_ARCHS = ("pcrl_unet_resnet18", "pcrl_unet3d_seg")
+_ARCHS = ("pcrl_unet_resnet18", "pcrl_unet3d_seg", "pcrl_unet3d_small_seg")
 _REF_SIZE = 224  # the 2D recipe's pixel sizes refer to 224-px images
 
 
