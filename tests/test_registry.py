@@ -32,7 +32,7 @@ def test_every_entry_matches_the_schema(name: str) -> None:
 
 
 def test_schema_catches_bad_entries() -> None:
-    good = zoo.get_pretrained_cfg("pcrl_resnet18")
+    good = zoo.get_pretrained_cfg("mocov2_resnet50")
     assert validate_cfg(good.replace(input_size=(3, 224))) != []
     assert validate_cfg(good.replace(spatial_dims=3)) != []
     assert any("sha256" in p for p in validate_cfg(good.replace(tag="x", file="x.safetensors", sha256="abc")))
@@ -49,13 +49,15 @@ def test_wildcards_exclude_and_pretrained(register_weights) -> None:
         "genesis_unet3d", "swcl_resnet18", "swcl_resnetv2_50x1"]
     import torch
 
-    register_weights("pcrl_resnet18.unit", zoo.create_model("pcrl_resnet18").state_dict())
-    assert "pcrl_resnet18.unit" in zoo.list_pretrained("pcrl_resnet18*")
-    assert "pcrl_resnet18.unit" in zoo.list_models("pcrl_resnet18", pretrained=True)
-    assert zoo.is_model("pcrl_resnet18.unit") and zoo.is_model("pcrl_resnet18")
-    assert not zoo.is_model("pcrl_resnet18.nope") and not zoo.is_model("resnet18")
-    # a bare arch resolves to its default (first) tag
-    assert zoo.get_pretrained_cfg("pcrl_resnet18").tag == "unit"
+    register_weights("mocov2_resnet50.unit", zoo.create_model("mocov2_resnet50").state_dict())
+    assert "mocov2_resnet50.unit" in zoo.list_pretrained("mocov2_resnet50*")
+    assert "mocov2_resnet50.unit" in zoo.list_models("mocov2_resnet50", pretrained=True)
+    assert zoo.is_model("mocov2_resnet50.unit") and zoo.is_model("mocov2_resnet50")
+    assert not zoo.is_model("mocov2_resnet50.nope") and not zoo.is_model("resnet18")
+    # a bare arch resolves to its default (first) tag; shipped weights count as pretrained
+    assert zoo.get_pretrained_cfg("mocov2_resnet50").tag == "unit"
+    assert zoo.get_pretrained_cfg("pcrl_resnet18").tag == "kermany64"
+    assert "pcrl_resnet18.kermany64" in zoo.list_models("pcrl_*", pretrained=True)
     del torch
 
 
