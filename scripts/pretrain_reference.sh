@@ -22,7 +22,7 @@ declare -A RECIPE=(
   [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03"
   # its restoration-only ablation at the same budget (the paper's claim: PCRL beats restoration and contrast alone)
   [pcrl_recon_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03 --hparam contrast_weight=0"
-  # 2.2 s per step of 4 cubes on 2 cores (width 16): 10 epochs of 256 cubes = 640 steps, ~24 min
+  # 2.5 s per step of 4 cubes on 2 cores (width 16): 10 epochs of 7 x 32 cubes = 560 steps, ~23 min
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32"
   [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
 )

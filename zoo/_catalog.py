@@ -236,3 +236,41 @@ _register_kermany64(
     "create_model('pcrl_unet_resnet18', checkpoint_path=...) encoder and decoder",
     file_size=28698382, train_arch="pcrl_unet_resnet18", epochs=6,
 )
+
+# what every checkpoint pretrained on the CT volumes of ../shared/data/ct/volumes in 32^3 cubes shares
+_CT32: dict[str, Any] = dict(
+    input_size=(1, 32, 32, 32),
+    pretrain_data="the 7 CT volumes of ../shared/data/ct/volumes (Lung-PET-CT-Dx chest CT x4, TotalSegmentator "
+    "torso CT and its crop, InVesalius head CT), resampled to 1 mm, random 32^3 cubes, HU [-1000, 1000] -> [0, 1]",
+    modality="ct",
+    license_weights="GPL-2.0",
+    license_data="CC-BY-4.0 (TCIA Lung-PET-CT-Dx), Apache-2.0 (TotalSegmentator test files), GPL-2.0 (InVesalius "
+    "head CT)",
+)
+
+
+def _register_ct32(name: str, recipe: str, flags: str, sha256: str, file_size: int, notes: str) -> None:
+    """A 3D reference checkpoint of scripts/pretrain_reference.sh RECIPE (the whole U-Net in the file)."""
+    arch = name.split(".")[0]
+    register_pretrained(
+        name,
+        file=f"{name}.safetensors",
+        sha256=sha256,
+        file_size=file_size,
+        **_CT32,
+        command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method "
+        f"{arch.split('_')[0]} --arch {arch}_seg --data ../shared/data/ct/volumes --cube-size 32 32 32 "
+        f"--batch-size 4 --seed 0 {flags}; python scripts/ship_weights.py runs/{recipe} {name} (float16)",
+        verified=True,
+        metrics=_REFERENCE_METRICS.get(name, {}),
+        notes=f"Small-scale reference weights ({notes}). The file holds encoder and decoder: {arch}_seg loads it "
+        f"whole with checkpoint_path. Research use only, not for clinical use.",
+    )
+
+
+_register_ct32(
+    "genesis_unet3d_small.ct32", "genesis_ct", "--epochs 10 --samples-per-volume 32",
+    "9eff23da4ba79a6b2d3c2934a7ff90a93c17c3b823b88a570b0c0f2d3106c034", 9556042,
+    "Models Genesis restoration, width-16 U-Net, 10 epochs of 224 cubes, 560 steps, 1,404 s on 2 CPU cores "
+    "(1.7 cubes/s); restoration MSE 0.062 -> 0.038 (first / last 20 steps)",
+)
