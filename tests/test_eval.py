@@ -174,7 +174,7 @@ def _checkpoint(tmp_path: Path, name: str = "pcrl_resnet18", seed: int = 123, **
 
 def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
-    args = ["eval", "pcrl_resnet18", "--task", "retinamnist", "--protocol", "linear", "--seeds", "2",
+    args = ["eval", "mocov2_resnet50", "--task", "retinamnist", "--protocol", "linear", "--seeds", "2",
             "--max-train", "64", "--max-test", "64", "--label-fraction", "0.5", "--out", str(out)]
     assert main(args) == 0
     assert "random_init  AUC" in capsys.readouterr().out
@@ -185,7 +185,7 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     runs = res["runs"]["random_init"]["per_seed"]
     assert [r["n_train"] for r in runs] == [32, 32]
     assert runs[0]["auc"] != runs[1]["auc"]  # different seeds: different random backbones and subsets
-    assert res["command"].startswith("zoo eval pcrl_resnet18 --task retinamnist --protocol linear")
+    assert res["command"].startswith("zoo eval mocov2_resnet50 --task retinamnist --protocol linear")
     # the feature cache is filled, and a second run reads it and gives the same numbers
     cached = sorted((Path(str(zoo._hub.cache_dir())) / "eval_features").glob("*.npy"))
     assert len(cached) == 4  # 2 seeds x (train, test)

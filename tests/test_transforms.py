@@ -21,13 +21,15 @@ def _xray() -> Image.Image:
 
 
 def test_resolve_data_config_from_name_model_and_overrides() -> None:
-    cfg = zoo.resolve_data_config("pcrl_resnet18")
+    cfg = zoo.resolve_data_config("mocov2_resnet50")
     assert cfg.input_size == (3, 224, 224) and cfg.intensity.mean == IMAGENET_MEAN
-    model = zoo.create_model("pcrl_resnet18", in_chans=1)
+    model = zoo.create_model("mocov2_resnet50", in_chans=1)
     assert zoo.resolve_data_config(model).in_chans == 1
-    assert zoo.resolve_data_config("pcrl_resnet18", input_size=(3, 64, 64)).input_size == (3, 64, 64)
+    assert zoo.resolve_data_config("mocov2_resnet50", input_size=(3, 64, 64)).input_size == (3, 64, 64)
+    # a shipped checkpoint carries the preprocessing it was trained with
+    assert zoo.resolve_data_config("pcrl_resnet18").input_size == (3, 64, 64)
     with pytest.raises(TypeError, match="unknown data config"):
-        zoo.resolve_data_config("pcrl_resnet18", size=3)
+        zoo.resolve_data_config("mocov2_resnet50", size=3)
     with pytest.raises(TypeError, match="needs a zoo model"):
         zoo.resolve_data_config(42)
 
@@ -45,7 +47,7 @@ def test_real_xray_pil_in_both_modes(mode: str) -> None:
 
 
 def test_numpy_tensor_and_grayscale_models() -> None:
-    tf1 = zoo.create_transform(zoo.create_model("pcrl_resnet18", in_chans=1))
+    tf1 = zoo.create_transform(zoo.create_model("mocov2_resnet50", in_chans=1))
     arr = np.asarray(_xray().convert("RGB"))
     a = tf1(arr)
     assert a.shape == (1, 224, 224)
