@@ -189,7 +189,7 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     # the feature cache is filled, and a second run reads it and gives the same numbers
     cached = sorted((Path(str(zoo._hub.cache_dir())) / "eval_features").glob("*.npy"))
     assert len(cached) == 4  # 2 seeds x (train, test)
-    again = run_eval(EvalConfig("pcrl_resnet18", "retinamnist", seeds=2, max_train=64, max_test=64,
+    again = run_eval(EvalConfig("mocov2_resnet50", "retinamnist", seeds=2, max_train=64, max_test=64,
                                 label_fraction=0.5))
     assert again["runs"]["random_init"]["mean"] == res["runs"]["random_init"]["mean"]
 
