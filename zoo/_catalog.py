@@ -183,30 +183,36 @@ _KERMANY64: dict[str, Any] = dict(
 )
 
 
-def _register_kermany64(
-    name: str, recipe: str, flags: str, sha256: str, notes: str, *,
-    file_size: int = 22383080, train_arch: str | None = None, epochs: int = 15,
+def _register_reference(
+    name: str, recipe: str, pretrain_args: str, sha256: str, file_size: int, notes: str, shared: dict[str, Any]
 ) -> None:
-    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py.
-
-    ``flags`` are the recipe's method flags after the shared Kermany ones; ``train_arch`` is the architecture
-    pretrained when it is not the one named (PCRL trains the U-Net and ships its encoder and decoder).
-    """
-    arch = name.split(".")[0]
+    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py."""
     register_pretrained(
         name,
         file=f"{name}.safetensors",
         sha256=sha256,
         file_size=file_size,
-        **_KERMANY64,
-        command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method {arch.split('_')[0]} "
-        f"--arch {train_arch or arch} --data ../shared/data/cxr/kermany/train --img-size 64 --batch-size 32 "
-        f"--epochs {epochs} --seed 0 {flags}; python scripts/ship_weights.py runs/{recipe} {name} (float16)",
+        **shared,
+        command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method "
+        f"{name.split('_')[0]} {pretrain_args}; python scripts/ship_weights.py runs/{recipe} {name} (float16)",
         verified=True,
         metrics=_REFERENCE_METRICS.get(name, {}),
         notes=f"Small-scale reference weights ({notes}). Research use only, not for clinical use.",
     )
 
+
+def _register_kermany64(
+    name: str, recipe: str, flags: str, sha256: str, notes: str, *,
+    file_size: int = 22383080, train_arch: str | None = None, epochs: int = 15,
+) -> None:
+    """A Kermany 64 px reference checkpoint.
+
+    ``flags`` are the recipe's method flags after the shared Kermany ones; ``train_arch`` is the architecture
+    pretrained when it is not the one named (PCRL trains the U-Net and ships its encoder and decoder).
+    """
+    args = (f"--arch {train_arch or name.split('.')[0]} --data ../shared/data/cxr/kermany/train --img-size 64 "
+            f"--batch-size 32 --epochs {epochs} --seed 0 {flags}")
+    _register_reference(name, recipe, args, sha256, file_size, notes, _KERMANY64)
 
 _SAME_AS_SIMCLR = "The same data, input size, batch, epochs and augmentation as simclr_resnet18.kermany64"
 
@@ -250,22 +256,12 @@ _CT32: dict[str, Any] = dict(
 
 
 def _register_ct32(name: str, recipe: str, flags: str, sha256: str, file_size: int, notes: str) -> None:
-    """A 3D reference checkpoint of scripts/pretrain_reference.sh RECIPE (the whole U-Net in the file)."""
+    """A 3D reference checkpoint trained as ARCH_seg on 32^3 CT cubes (the whole U-Net in the file)."""
     arch = name.split(".")[0]
-    register_pretrained(
-        name,
-        file=f"{name}.safetensors",
-        sha256=sha256,
-        file_size=file_size,
-        **_CT32,
-        command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method "
-        f"{arch.split('_')[0]} --arch {arch}_seg --data ../shared/data/ct/volumes --cube-size 32 32 32 "
-        f"--batch-size 4 --seed 0 {flags}; python scripts/ship_weights.py runs/{recipe} {name} (float16)",
-        verified=True,
-        metrics=_REFERENCE_METRICS.get(name, {}),
-        notes=f"Small-scale reference weights ({notes}). The file holds encoder and decoder: {arch}_seg loads it "
-        f"whole with checkpoint_path. Research use only, not for clinical use.",
-    )
+    args = (f"--arch {arch}_seg --data ../shared/data/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 "
+            f"{flags}")
+    notes += f". The file holds encoder and decoder: {arch}_seg loads it whole with checkpoint_path"
+    _register_reference(name, recipe, args, sha256, file_size, notes, _CT32)
 
 
 _register_ct32(
