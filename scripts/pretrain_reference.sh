@@ -12,6 +12,9 @@ KERMANY="--data $DATA/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 1
          --license-data CC-BY-4.0 --license-weights CC-BY-4.0 --ckpt-every 50 --no-progress"
 CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 --modality ct --ckpt-every 50
     --license-data CC-BY-4.0,Apache-2.0,GPL-2.0 --license-weights GPL-2.0 --no-progress"
+FUNDUS="--img-size 64 --batch-size 32 --seed 0 --modality fundus --ckpt-every 50 --no-progress
+        --license-data EyePACS:Kaggle-rules-research-only,DRIVE:research-only,HRF:CC-BY-4.0
+        --license-weights research-use-only"
 
 declare -A RECIPE=(
   [simclr_kermany]="--method simclr --arch simclr_resnet18 $KERMANY --hparam aug=cxr --hparam temperature=0.2"
@@ -24,9 +27,14 @@ declare -A RECIPE=(
   [pcrl_recon_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03 --hparam contrast_weight=0"
   # 2.5 s per step of 4 cubes on 2 cores (width 16): 10 epochs of 7 x 32 cubes = 560 steps, ~23 min
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32"
+  # SWCL on the fundus photos (EyePACS + HRF labelled, DRIVE training photos unlabelled; DRIVE test never read):
+  # the pseudo-labeller (~16 min) runs first and is cached; 64-px patches of S = 128 px photos
+  [swcl_fundus]="--method swcl --arch swcl_resnet18 --data $DATA/fundus $FUNDUS --epochs 30"
+  # MICLe on the 130 EyePACS photos (110 have a same-patient partner: the other eye)
+  [micle_fundus]="--method micle --arch micle_resnet18 --data $DATA/fundus/eyepacs $FUNDUS --epochs 200 --hparam temperature=0.2 --hparam aug=mocov2"
   [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
 )
-ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany pcrl_recon_kermany genesis_ct pcrl_ct)
+ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany pcrl_recon_kermany genesis_ct swcl_fundus micle_fundus pcrl_ct)
 
 for name in "${@:-${ORDER[@]}}"; do
   out="$RUNS/$name"
