@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 ZOO=${ZOO:-.venv/bin/zoo}
 DATA=${ZOO_DATA_DIR:-../shared/data}
-KERMANY="--data $DATA/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 --seed 0 --modality cxr
-         --license-data CC-BY-4.0 --license-weights CC-BY-4.0 --ckpt-every 50 --no-progress"
-CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --seed 0 --modality ct --ckpt-every 50
-    --license-data CC-BY-4.0,Apache-2.0,GPL-2.0 --license-weights GPL-2.0 --no-progress"
-FUNDUS="--img-size 64 --batch-size 32 --seed 0 --modality fundus --ckpt-every 50 --no-progress
+RUN="--seed 0 --ckpt-every 50 --no-progress"  # what every recipe shares
+KERMANY="--data $DATA/cxr/kermany/train --img-size 64 --batch-size 32 --epochs 15 --modality cxr $RUN
+         --license-data CC-BY-4.0 --license-weights CC-BY-4.0"
+CT="--data $DATA/ct/volumes --cube-size 32 32 32 --batch-size 4 --modality ct $RUN
+    --license-data CC-BY-4.0,Apache-2.0,GPL-2.0 --license-weights GPL-2.0"
+FUNDUS="--img-size 64 --batch-size 32 --modality fundus $RUN
         --license-data EyePACS:Kaggle-rules-research-only,DRIVE:research-only,HRF:CC-BY-4.0
         --license-weights research-use-only"
 
