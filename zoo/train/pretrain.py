@@ -504,7 +504,10 @@ def _export(
         spacing = tuple(getattr(dataset, "spacing", None) or base.voxel_spacing or (1.0, 1.0, 1.0))
     tag = cfg.tag or re.sub(r"[^a-z0-9_]+", "_", out.name.lower()).strip("_") or "pretrained"
     describe = getattr(dataset, "describe", None)
+    # the architecture's defaults, without where the default tag's own bytes came from (an official entry's
+    # origin / convert layout / hub address describe that file, not this run's)
     entry = base.replace(
+        origin="", convert_from="", hf_hub_id=None, hf_hub_revision=None, url=None,
         tag=tag,
         arch_kwargs={**base.arch_kwargs, **model_kwargs},
         in_chans=in_chans,
