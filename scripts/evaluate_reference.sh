@@ -4,18 +4,25 @@
 # Writes results/NAME__TASK__PROTOCOL__fF.json, the label-fraction plot results/NAME__label_fraction.png,
 # the registry metrics of NAME into zoo/reference_metrics.json and the MODEL_CARD.md results block to $TMPDIR.
 # A checkpoint's task follows its pretraining data: cxr -> kermany_pneumonia (64 px, as pretrained),
-# fundus -> retinamnist (28 px) and drive_vessels, ct -> adrenalmnist3d. Seeds 0, 1, 2 everywhere.
+# fundus -> retinamnist (28-px photos upsampled to 64 px, as pretrained) and drive_vessels, ct -> adrenalmnist3d.
+# Seeds 0, 1, 2 everywhere. Re-running skips results files already written for the registered file (an
+# interrupted evaluation continues); FORCE=1 measures everything again; SKIP="TASK ..." leaves tasks out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 name=${1:?usage: evaluate_reference.sh NAME [--checkpoint-path FILE]}
 shift
 modality=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["modality"])')
+sha=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["sha256"])')
 ev() { # ev TASK PROTOCOL FRACTION [extra flags]
-  local task=$1 protocol=$2 fraction=$3
+  local task=$1 protocol=$2 fraction=$3 out="results/${name}__${1}__${2}__f${3}.json"
   shift 3
+  case " ${SKIP:-} " in *" $task "*) echo "== $out: skipped (SKIP)"; return ;; esac
+  if [ -z "${FORCE:-}" ] && [ -f "$out" ] && grep -q "\"sha256\": \"$sha\"" "$out"; then
+    echo "== $out: done (FORCE=1 measures it again)"; return
+  fi
   $ZOO eval "$name" --task "$task" --protocol "$protocol" --label-fraction "$fraction" --seeds 3 "$@" \
-    --out "results/${name}__${task}__${protocol}__f${fraction}.json"
+    --out "$out"
 }
 case $modality in
   cxr)
@@ -25,9 +32,9 @@ case $modality in
     $ZOO gradcam "$name" --task kermany_pneumonia -o "results/${name}__gradcam.png" --img-size 128 --max-train 1000
     task=kermany_pneumonia ;;
   fundus)
-    for f in 0.01 0.1; do ev retinamnist linear $f "$@"; done
-    ev retinamnist linear 1 --robustness "$@"
-    ev retinamnist finetune 1 "$@"
+    for f in 0.01 0.1; do ev retinamnist linear $f --img-size 64 "$@"; done
+    ev retinamnist linear 1 --img-size 64 --robustness "$@"
+    ev retinamnist finetune 1 --img-size 64 "$@"
     ev drive_vessels finetune 1 "$@"
     task=retinamnist ;;
   ct)

@@ -200,7 +200,7 @@ def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str |
 def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: str | None = None) -> str:
     """Markdown for a MODEL_CARD.md section: results table, anchors per task, plot, robustness."""
     results = load_results(items)
-    parts = ["#### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
+    parts = ["### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
              "", results_table_markdown(results)]
     commands = sorted({r["command"] for r in results})
     parts += ["Commands:", "", "```", *commands, "```", ""]
@@ -208,10 +208,10 @@ def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: st
         metrics = next(r["metrics"] for r in results if r["task"] == task)
         table = anchors_table_markdown(task, metrics)
         if table:
-            parts += [f"#### Published anchors on the {task} test split", "", table]
+            parts += [f"### Published anchors on the {task} test split", "", table]
     if plot_path:
         parts += [f"![metric vs label fraction]({plot_path})", ""]
     rob = robustness_table_markdown(results)
     if rob:
-        parts += ["#### Robustness", "", rob]
+        parts += ["### Robustness", "", rob]
     return "\n".join(parts)
