@@ -57,6 +57,9 @@ def test_wildcards_exclude_and_pretrained(register_weights) -> None:
     # a bare arch resolves to its default (first) tag; shipped weights count as pretrained
     assert zoo.get_pretrained_cfg("mocov2_resnet50").tag == "unit"
     assert zoo.get_pretrained_cfg("pcrl_resnet18").tag == "kermany64"
+    # zoo's own loadable weights come before an official entry that must be converted first
+    assert zoo.get_pretrained_cfg("swcl_resnet18").tag == "fundus64"
+    assert zoo.list_pretrained("swcl_resnet18*") == ["swcl_resnet18.fundus64", "swcl_resnet18.swap"]
     assert "pcrl_resnet18.kermany64" in zoo.list_models("pcrl_*", pretrained=True)
     del torch
 

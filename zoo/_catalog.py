@@ -35,10 +35,11 @@ _RESNET = dict(
     module="zoo.models.resnet", classifier="fc", first_conv="conv1",
     in_chans=3, spatial_dims=2, input_size=(3, 224, 224), intensity=Intensity(),
 )
+# SWCL's fundus photo mean/std (upstream's normalisation for both of its backbones)
+_SWCL_FUNDUS = Intensity(mean=(0.1633, 0.2259, 0.3219), std=(0.1756, 0.2195, 0.3038))
 _RESNETV2 = dict(
     module="zoo.models.resnetv2", classifier="head.fc", first_conv="stem.conv",
-    in_chans=3, spatial_dims=2, input_size=(3, 224, 224),
-    intensity=Intensity(mean=(0.1633, 0.2259, 0.3219), std=(0.1756, 0.2195, 0.3038)),
+    in_chans=3, spatial_dims=2, input_size=(3, 224, 224), intensity=_SWCL_FUNDUS,
 )
 _UNET2D = dict(
     module="zoo.models.unet2d", classifier="segmentation_head.0", first_conv="encoder.conv1",
@@ -143,7 +144,7 @@ _register_official(
     origin=_SWCL_ORIGIN.format("SWCL (ResNet-18)"),
     pretrain_data="retinal-SWAP patches (Kaggle EyePACS + OIA-ODIR)", modality="fundus",
     license_weights=_SWCL_LICENCE, license_data=_SWCL_DATA,
-    intensity=Intensity(mean=(0.1633, 0.2259, 0.3219), std=(0.1756, 0.2195, 0.3038)),
+    intensity=_SWCL_FUNDUS,
     notes="torchvision ResNet-18 encoder; the SupCon projection head is dropped.",
 )
 _register_official(
@@ -184,11 +185,16 @@ _KERMANY64: dict[str, Any] = dict(
 
 
 def _register_reference(
-    name: str, recipe: str, pretrain_args: str, sha256: str, file_size: int, notes: str, shared: dict[str, Any]
+    name: str, recipe: str, pretrain_args: str, sha256: str, file_size: int, notes: str, shared: dict[str, Any],
+    default: bool = False,
 ) -> None:
-    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py."""
+    """A reference checkpoint of scripts/pretrain_reference.sh RECIPE, shipped by scripts/ship_weights.py.
+
+    ``default``: the bare architecture name loads it (ahead of an official entry that must be converted first).
+    """
     register_pretrained(
         name,
+        default=default,
         file=f"{name}.safetensors",
         sha256=sha256,
         file_size=file_size,
@@ -269,4 +275,45 @@ _register_ct32(
     "9eff23da4ba79a6b2d3c2934a7ff90a93c17c3b823b88a570b0c0f2d3106c034", 9556042,
     "Models Genesis restoration, width-16 U-Net, 10 epochs of 224 cubes, 560 steps, 1,404 s on 2 CPU cores "
     "(1.7 cubes/s); restoration MSE 0.062 -> 0.038 (first / last 20 steps)",
+)
+
+# what every checkpoint pretrained on the fundus photos of ../shared/data/fundus at 64 px shares
+_FUNDUS64: dict[str, Any] = dict(
+    input_size=(3, 64, 64),
+    modality="fundus",
+    license_weights="research-use-only (EyePACS and DRIVE are research-use data)",
+    license_data="EyePACS: Kaggle Diabetic Retinopathy Detection rules, research use; DRIVE: research use; "
+    "HRF: CC-BY-4.0",
+)
+
+
+def _register_fundus64(name: str, recipe: str, flags: str, sha256: str, pretrain_data: str, notes: str,
+                       **fields: Any) -> None:
+    """A fundus 64 px reference checkpoint (a 2D ResNet-18); ``fields`` add to the shared ones."""
+    args = f"--arch {name.split('.')[0]} --img-size 64 --batch-size 32 --seed 0 {flags}"
+    default = fields.pop("default", False)
+    _register_reference(name, recipe, args, sha256, 22383080, notes,
+                        dict(_FUNDUS64, pretrain_data=pretrain_data, **fields), default=default)
+
+
+_register_fundus64(
+    "swcl_resnet18.fundus64", "swcl_fundus", "--data ../shared/data/fundus --epochs 30",
+    "d9599b4c62ac010763df8a80afbaa79810e087cd0cda0c2c493688052ca01b70",
+    "SWCL patches of ../shared/data/fundus: 195 photos (EyePACS 130 + HRF 45 labelled for the pseudo-labeller, "
+    "DRIVE's 20 training photos unlabelled; DRIVE test never read), photos at S = 128 px, five 64-px patches each, "
+    "700 left/right samples",
+    "SWCL multi-label SupCon, 30 epochs, 630 steps, 575 s on 2 CPU cores (47 samples/s) after the cached "
+    "pseudo-labeller (ResNet-34, 259 CPU-s, held-out ACC 0.657 / AUC 0.599 on 35 photos); SupCon 5.30 -> 3.95. "
+    "Normalised with SWCL's fundus mean/std, as upstream",
+    default=True, intensity=_SWCL_FUNDUS,
+)
+_register_fundus64(
+    "micle_resnet18.fundus64", "micle_fundus",
+    "--data ../shared/data/fundus/eyepacs --epochs 200 --hparam temperature=0.2 --hparam aug=mocov2",
+    "7a0a279d18d84869a44c3e11ffdb8b11f03b9dc4b479d7d69b61affcaa94c7cb",
+    "the 130 EyePACS photos of ../shared/data/fundus/eyepacs (FOV-cropped, 64 px; 75 patients, 110 photos with a "
+    "same-patient partner: the other eye)",
+    "MICLe (SimCLR with the other eye as positive), MoCo v2 augmentation, 200 epochs, 800 steps, 346 s on 2 CPU "
+    "cores (87 img/s); NT-Xent 4.00 -> 3.36 (first / last 20 steps). ImageNet mean/std",
+    license_data="EyePACS: Kaggle Diabetic Retinopathy Detection rules, research use",
 )

@@ -93,8 +93,12 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def register_pretrained(name: str, **fields: Any) -> PretrainedCfg:
-    """Register the ``arch.tag`` checkpoint ``name``: fields overlay the architecture's defaults."""
+def register_pretrained(name: str, *, default: bool = False, **fields: Any) -> PretrainedCfg:
+    """Register the ``arch.tag`` checkpoint ``name``: fields overlay the architecture's defaults.
+
+    The first tag registered is the architecture's default (what a bare ``arch`` resolves to);
+    ``default=True`` puts this one first instead.
+    """
     arch_name, tag = split_model_name(name)
     if not tag:
         raise ValueError(f"pretrained entry {name!r} needs a tag (arch.tag)")
@@ -106,7 +110,7 @@ def register_pretrained(name: str, **fields: Any) -> PretrainedCfg:
             raise ValueError(f"pretrained entry {name!r} is registered twice")
         arch_kwargs = {**arch.base.arch_kwargs, **fields.pop("arch_kwargs", {})}
         cfg = arch.base.replace(tag=tag, arch_kwargs=arch_kwargs, **fields)
-        arch.tags[tag] = cfg
+        arch.tags = {tag: cfg, **arch.tags} if default else {**arch.tags, tag: cfg}
     return cfg
 
 
