@@ -6,7 +6,8 @@
 # A checkpoint's task follows its pretraining data: cxr -> kermany_pneumonia (64 px, as pretrained),
 # fundus -> retinamnist (28-px photos upsampled to 64 px, as pretrained) and drive_vessels, ct -> adrenalmnist3d.
 # Seeds 0, 1, 2 everywhere. Re-running skips results files already written for the registered file (an
-# interrupted evaluation continues); FORCE=1 measures everything again; SKIP="TASK ..." leaves tasks out.
+# interrupted evaluation continues); FORCE=1 measures everything again; SKIP="TASK[/PROTOCOL] ..." leaves
+# tasks, or one protocol of a task, out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
@@ -17,7 +18,7 @@ sha=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(jso
 ev() { # ev TASK PROTOCOL FRACTION [extra flags]
   local task=$1 protocol=$2 fraction=$3 out="results/${name}__${1}__${2}__f${3}.json"
   shift 3
-  case " ${SKIP:-} " in *" $task "*) echo "== $out: skipped (SKIP)"; return ;; esac
+  case " ${SKIP:-} " in *" $task "* | *" $task/$protocol "*) echo "== $out: skipped (SKIP)"; return ;; esac
   if [ -z "${FORCE:-}" ] && [ -f "$out" ] && grep -q "\"sha256\": \"$sha\"" "$out"; then
     echo "== $out: done (FORCE=1 measures it again)"; return
   fi
