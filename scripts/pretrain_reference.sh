@@ -33,9 +33,14 @@ declare -A RECIPE=(
   [swcl_fundus]="--method swcl --arch swcl_resnet18 --data $DATA/fundus $FUNDUS --epochs 30"
   # MICLe on the 130 EyePACS photos (110 have a same-patient partner: the other eye)
   [micle_fundus]="--method micle --arch micle_resnet18 --data $DATA/fundus/eyepacs $FUNDUS --epochs 200 --hparam temperature=0.2 --hparam aug=mocov2"
-  [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 40 --samples-per-volume 32"
+  # PCRL 3D at Models Genesis' budget (560 steps, 2.5 s each on 2 cores, ~23 min), at the 2D recipe's SGD lr
+  [pcrl_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32 --lr 0.03"
+  # its restoration-only and contrast-only ablations at the same budget
+  [pcrl_recon_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32 --lr 0.03 --hparam contrast_weight=0"
+  [pcrl_contrast_ct]="--method pcrl --arch pcrl_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32 --lr 0.03 --hparam recon_weight=0"
 )
-ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany pcrl_recon_kermany genesis_ct swcl_fundus micle_fundus pcrl_ct)
+ORDER=(simclr_kermany mocov2_kermany micle_kermany pcrl_kermany pcrl_recon_kermany genesis_ct swcl_fundus micle_fundus
+       pcrl_ct pcrl_recon_ct pcrl_contrast_ct)
 
 for name in "${@:-${ORDER[@]}}"; do
   out="$RUNS/$name"
