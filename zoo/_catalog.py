@@ -287,11 +287,10 @@ _FUNDUS64: dict[str, Any] = dict(
 )
 
 
-def _register_fundus64(name: str, recipe: str, flags: str, sha256: str, pretrain_data: str, notes: str,
-                       **fields: Any) -> None:
+def _register_fundus64(name: str, recipe: str, flags: str, sha256: str, pretrain_data: str, notes: str, *,
+                       default: bool = False, **fields: Any) -> None:
     """A fundus 64 px reference checkpoint (a 2D ResNet-18); ``fields`` add to the shared ones."""
     args = f"--arch {name.split('.')[0]} --img-size 64 --batch-size 32 --seed 0 {flags}"
-    default = fields.pop("default", False)
     _register_reference(name, recipe, args, sha256, 22383080, notes,
                         dict(_FUNDUS64, pretrain_data=pretrain_data, **fields), default=default)
 
