@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
 name=${1:?usage: evaluate_reference.sh NAME [--checkpoint-path FILE]}
 shift
-modality=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["modality"])')
-sha=$($ZOO info "$name" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["sha256"])')
+read -r modality sha < <($ZOO info "$name" --json | .venv/bin/python -c '
+import json, sys; cfg = json.load(sys.stdin); print(cfg["modality"], cfg["sha256"])')
 ev() { # ev TASK PROTOCOL FRACTION [extra flags]
   local task=$1 protocol=$2 fraction=$3 out="results/${name}__${1}__${2}__f${3}.json"
   shift 3
