@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
@@ -239,7 +240,18 @@ def test_robustness(paired_results: dict[str, Any]) -> None:
     assert torch.allclose(corrupt(flat, "gaussian_blur", 3), flat)
     assert torch.equal(corrupt(x, "gaussian_noise", 2, seed=1), corrupt(x, "gaussian_noise", 2, seed=1))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        corrupt(torch.rand(2, 1, 8, 8, 8), "gaussian_blur", 1)
+        corrupt(torch.rand(2, 8, 8), "gaussian_blur", 1)
+    # volumes: the same corruptions in 3D, JPEG slice by slice
+    vol = torch.rand(2, 1, 24, 24, 24, generator=torch.Generator().manual_seed(1))
+    for name in CORRUPTIONS:
+        diffs = [float((corrupt(vol, name, s) - vol).abs().mean()) for s in (1, 2, 3)]
+        assert 0 < diffs[0] < diffs[1] < diffs[2], (name, diffs)
+        assert corrupt(vol, name, 3).shape == vol.shape
+    assert torch.allclose(corrupt(torch.full((1, 1, 8, 8, 8), 0.5), "gaussian_blur", 3), torch.full((1, 1, 8, 8, 8), 0.5))
+    sliced = torch.stack([corrupt(vol[:, :, k], "jpeg", 2) for k in range(24)], dim=2)
+    assert torch.equal(corrupt(vol, "jpeg", 2), sliced)
+    shifted = corrupt(vol, "contrast", 1)  # around each volume's own mean grey level
+    assert torch.allclose(shifted.mean((1, 2, 3, 4)), vol.mean((1, 2, 3, 4)), atol=1e-5)
     rob = paired_results["linear"]["robustness"]
     assert set(rob) == {"pretrained", "random_init"}
     assert set(rob["random_init"]) == {"clean", *CORRUPTIONS}
@@ -290,14 +302,21 @@ def test_anchors_are_data_with_sources() -> None:
     assert {a.values["f1"] for a in anchors_for("drive_vessels", "f1")} == {0.8142, 0.8171, 0.8205, 0.8263}
 
 
-def test_3d_linear_with_registered_tiny_checkpoint(register_weights: Any) -> None:
+def test_3d_linear_with_registered_tiny_checkpoint(register_weights: Any, tmp_path: Path) -> None:
     torch.manual_seed(7)
     small = zoo.create_model("pcrl_unet3d", width=4)
     register_weights("pcrl_unet3d.tiny", small.state_dict(), arch_kwargs={"norm": "bn", "width": 4})
-    res = run_eval(EvalConfig("pcrl_unet3d.tiny", "adrenalmnist3d", seeds=1, max_train=24, max_test=16))
+    res = run_eval(EvalConfig("pcrl_unet3d.tiny", "adrenalmnist3d", seeds=1, max_train=24, max_test=16,
+                              robustness=True))
     assert res["arms"] == ["pretrained", "random_init"] and res["checkpoint"]["registered"]
     assert res["input_size"] == [1, 28, 28, 28] and res["intensity"]["kind"] == "unit"
     assert {"auc", "acc"} <= set(res["runs"]["pretrained"]["per_seed"][0])
+    assert set(res["robustness"]["pretrained"]) == {"clean", *CORRUPTIONS}  # volumes are corrupted too
+    # Grad-CAM of volumes: the central slice of the image and of the map, with the checkpoint's sha256
+    out = gradcam_figure("pcrl_unet3d.tiny", "adrenalmnist3d", tmp_path / "cam3d.png", n_images=2, img_size=28,
+                         max_train=24)
+    with Image.open(out) as png:
+        assert png.info["Description"] == f"checkpoint sha256 {res['checkpoint']['sha256']}"
 
 
 def test_drive_segmentation_from_backbone_checkpoint(tmp_path: Path) -> None:
@@ -344,6 +363,8 @@ def test_grad_cam(tmp_path: Path) -> None:
     assert not torch.allclose(cams, other)  # another class, another map
     out = gradcam_figure("pcrl_resnet18", "retinamnist", tmp_path / "cam.png", n_images=2, img_size=64, max_train=40)
     assert out.read_bytes()[:4] == b"\x89PNG"
+    with Image.open(out) as png:
+        assert png.info["Description"] == f"checkpoint sha256 {resolve_source('pcrl_resnet18').sha256}"
 
 
 def test_training_flips_keep_image_and_mask_aligned() -> None:

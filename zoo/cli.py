@@ -265,7 +265,7 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--task", required=True, choices=TASK_NAMES)
     p.add_argument("-o", "--output", required=True, help="PNG path")
     p.add_argument("--n-images", type=int, default=4)
-    p.add_argument("--img-size", type=int, help="input size (default 224)")
+    p.add_argument("--img-size", type=int, help="input size (default 224 px; 64^3 voxels for 3D tasks)")
     p.add_argument("--checkpoint-path")
     p.add_argument("--max-train", type=int, help="fit the linear probe on this many training images")
     p.add_argument("--seed", type=int, default=0)

@@ -199,7 +199,7 @@ def _adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 def _adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    mean = rgb_to_grayscale(x).mean(dim=tuple(range(1, x.ndim)), keepdim=True)
     f = _view(f, x.ndim)
     return (f * x + (1 - f) * mean).clamp_(0, 1)
 

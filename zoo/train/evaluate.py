@@ -110,8 +110,6 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.robustness and task.kind != "classification":
             raise ValueError(f"--robustness is for classification tasks; {task.name} is a {task.kind} task")
-        if self.robustness and task.spatial_dims != 2:
-            raise ValueError(f"--robustness needs 2D images (JPEG); {task.name} is {task.spatial_dims}D")
         if task.kind == "segmentation" and self.img_size is not None and self.img_size % 32:
             raise ValueError(f"{task.name} crops must be a multiple of 32 px (U-Net), got --img-size {self.img_size}")
 

@@ -3,7 +3,8 @@
 :func:`grad_cam` needs no hooks: ``forward_features`` gives the last feature map, ``forward_head``
 the logits, and the map's gradient weights its channels. :func:`gradcam_figure` fits a linear probe
 on frozen features for the checkpoint and for random init (the harness's linear protocol, one seed),
-folds it into the model's head and shows the maps of a few test images side by side.
+folds it into the model's head and shows the maps of a few test images side by side (for a volume, its
+central slice along the first spatial axis and the map's same slice).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from torch import nn
 from ..data.sampling import stratified_subset
 from .evaluate import EvalConfig, build_classifier, prepare_context
 from .probe import LogisticRegression
+from .tasks import get_task
 
-__all__ = ["grad_cam", "gradcam_figure", "GRADCAM_DEFAULT_SIZE"]
+__all__ = ["grad_cam", "gradcam_figure", "GRADCAM_DEFAULT_SIZE", "GRADCAM_DEFAULT_SIZE_3D"]
 
 _logger = logging.getLogger(__name__)
 GRADCAM_DEFAULT_SIZE = 224  # a 28 px input leaves a ResNet a 1 x 1 map: too coarse for saliency
+GRADCAM_DEFAULT_SIZE_3D = 64  # a 28^3 volume leaves the 3D U-Net encoder a 3^3 map, 64^3 an 8^3 one
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,23 +93,28 @@ def gradcam_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = EvalConfig(model=name, task=task, protocol="linear", seeds=1, img_size=img_size or GRADCAM_DEFAULT_SIZE,
+    spec = get_task(task)
+    if spec.kind != "classification":
+        raise ValueError(f"Grad-CAM figures are for classification tasks; {task} is a {spec.kind} task")
+    default_size = GRADCAM_DEFAULT_SIZE_3D if spec.spatial_dims == 3 else GRADCAM_DEFAULT_SIZE
+    config = EvalConfig(model=name, task=task, protocol="linear", seeds=1, img_size=img_size or default_size,
                         max_train=max_train, checkpoint_path=checkpoint_path, cache=cache)
     ctx = prepare_context(config)
-    if ctx.task.kind != "classification" or ctx.task.spatial_dims != 2:
-        raise ValueError(f"Grad-CAM figures are for 2D classification tasks; {task} is not one")
     n = min(n_images, len(ctx.test))
     if n >= len(np.unique(ctx.test.labels)):
         pick = stratified_subset(ctx.test.labels, size=n, seed=seed)
     else:
         pick = np.sort(np.random.default_rng(seed).permutation(len(ctx.test))[:n])
     images = ctx.test.images[pick]
-    shown = ctx.prep.unit(images).permute(0, 2, 3, 1).numpy()
+    unit = ctx.prep.unit(images)
+    mid = unit.shape[2] // 2 if unit.ndim == 5 else None  # a volume is shown by its central slice
+    shown = (unit[:, :, mid] if mid is not None else unit).permute(0, 2, 3, 1).numpy()
     x = ctx.prep(images)
     columns: list[tuple[str, np.ndarray, np.ndarray]] = []
     for arm in ctx.source.arms:
         model = _probe_model(ctx, arm, seed)
         cams, logits = grad_cam(model, x)
+        cams = cams[:, mid] if mid is not None else cams
         columns.append((arm.replace("_", " "), cams.numpy(), torch.softmax(logits, 1).numpy()))
     names = ctx.task.classes or tuple(str(i) for i in range(ctx.task.num_classes))
     fig, axes = plt.subplots(len(pick), 1 + len(columns), figsize=(2.6 * (1 + len(columns)), 2.6 * len(pick)),
@@ -123,11 +131,14 @@ def gradcam_figure(
             axes[r, c].set_title(f"{label}: {names[k]} ({probs[r, k]:.2f})", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(f"Grad-CAM, {name} on {task} ({ctx.img_size} px, linear probe)", fontsize=9)
+    size = f"{ctx.img_size}^3 voxels, central slice" if mid is not None else f"{ctx.img_size} px"
+    fig.suptitle(f"Grad-CAM, {name} on {task} ({size}, linear probe)", fontsize=9)
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    # the PNG says which weights it shows (scripts/evaluate_reference.sh skips figures already drawn)
+    fig.savefig(path, dpi=110, metadata={"Source": f"zoo gradcam {name} --task {task}",
+                                         "Description": f"checkpoint sha256 {ctx.source.sha256 or 'none'}"})
     plt.close(fig)
     _logger.info("Grad-CAM figure written to %s", path)
     return path

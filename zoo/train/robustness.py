@@ -1,9 +1,11 @@
 """Image corruptions for robustness evaluation: Gaussian blur, Gaussian noise, contrast and JPEG.
 
-Each works on a batch of 2D images in [0, 1], ``(N, C, H, W)``, at the model's input resolution,
-before intensity normalisation (blur and contrast are :mod:`zoo.data.augment`'s, at fixed strength). Three
-severities each, in the spirit of ImageNet-C; the blur width is a fraction of the image size so a
-severity means the same at 28 and 224 px.
+Each works on a batch in [0, 1] at the model's input resolution, before intensity normalisation: 2D
+images ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)``. Blur and contrast are :mod:`zoo.data.augment`'s
+(:mod:`zoo.data.augment3d`'s blur for volumes) at fixed strength; a volume is JPEG-compressed slice by
+slice along its first spatial axis, as a CT series stored as lossy JPEG would be. Three severities each,
+in the spirit of ImageNet-C; the blur width is a fraction of the image size so a severity means the same
+at 28 and 224 px.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import numpy as np
 import torch
 
-from ..data import augment
+from ..data import augment, augment3d
 
 __all__ = ["CORRUPTIONS", "SEVERITIES", "corrupt", "gaussian_blur", "gaussian_noise", "contrast", "jpeg"]
 
@@ -28,14 +30,19 @@ CORRUPTIONS = tuple(SEVERITIES)
 
 
 def _check(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-        raise ValueError(f"corruptions take a float (N, C, H, W) batch in [0, 1], got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (4, 5):
+        raise ValueError("corruptions take a float (N, C, H, W) or (N, C, D, H, W) batch in [0, 1], "
+                         f"got {getattr(x, 'shape', type(x))}")
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur with standard deviation ``sigma`` pixels (reflect padding)."""
+    """Gaussian blur with standard deviation ``sigma`` pixels (voxels) along every spatial axis, reflect padding."""
     _check(x)
-    return augment.gaussian_blur(x, sigma=(sigma, sigma), p=1.0) if sigma > 0 else x.clone()
+    if sigma <= 0:
+        return x.clone()
+    if x.ndim == 5:
+        return augment3d.gaussian_blur3d(x, torch.full((x.shape[0], 3), float(sigma)))
+    return augment.gaussian_blur(x, sigma=(sigma, sigma), p=1.0)
 
 
 def gaussian_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
@@ -52,12 +59,19 @@ def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode and decode each 2D image (1 or 3 channels) as JPEG at ``quality`` with PIL."""
+    """Encode and decode each 2D image (1 or 3 channels) as JPEG at ``quality`` with PIL.
+
+    A volume ``(N, C, D, H, W)`` is compressed as its ``D`` slices ``(H, W)``.
+    """
     from PIL import Image
 
     _check(x)
     if x.shape[1] not in (1, 3):
-        raise ValueError(f"JPEG needs 2D images with 1 or 3 channels, got shape {tuple(x.shape)}")
+        raise ValueError(f"JPEG needs images with 1 or 3 channels, got shape {tuple(x.shape)}")
+    if x.ndim == 5:
+        n, c, d, h, w = x.shape
+        slices = x.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
+        return jpeg(slices, quality).reshape(n, d, c, h, w).permute(0, 2, 1, 3, 4).contiguous()
     arr = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     out = []
     for a in arr:
