@@ -41,6 +41,9 @@ from zoo.train.metrics import (
 )
 from zoo.train.probe import LogisticRegression
 from zoo.train.report import (
+    card_block,
+    card_markers,
+    gradcam_markdown,
     load_results,
     model_card_results,
     plot_label_fractions,
@@ -260,7 +263,8 @@ def test_robustness(paired_results: dict[str, Any]) -> None:
     assert rob["random_init"]["gaussian_noise"]["3"]["auc"]["mean"] != pytest.approx(clean)
 
 
-def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_path: Path) -> None:
+def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     files = [save_results(paired_results[p], tmp_path / f"{p}.json") for p in ("linear", "finetune")]
     metrics = results_to_metrics(files)
     assert set(metrics) == {"retinamnist/linear/100%", "retinamnist/finetune/50%"}
@@ -291,6 +295,19 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
     with pytest.raises(ValueError, match="not a zoo eval results file"):
         load_results({"runs": {}})
     assert main(["report", str(files[0]), "--metrics"]) == 0
+    # the block goes into a model card between its markers, atomically; without markers the card is untouched
+    begin, end = card_markers("pcrl_resnet18")
+    model_card = tmp_path / "CARD.md"
+    model_card.write_text(f"# card\n\n## pcrl_resnet18\n\nhand-written\n\n{begin}\nold numbers\n{end}\n\nmore\n")
+    assert main(["report", *map(str, files), "--plot", str(tmp_path / "p.png"), "--card", str(model_card)]) == 0
+    block = model_card_results(files, plot_path=str(tmp_path / "p.png"))
+    assert card_block(model_card, "pcrl_resnet18") == block.strip("\n")
+    assert "old numbers" not in model_card.read_text() and model_card.read_text().endswith(f"{end}\n\nmore\n")
+    bare = tmp_path / "BARE.md"
+    bare.write_text("# card\n")
+    assert main(["report", *map(str, files), "--card", str(bare)]) == 2
+    assert "<!-- zoo report pcrl_resnet18: begin -->" in capsys.readouterr().err
+    assert bare.read_text() == "# card\n"
 
 
 def test_anchors_are_data_with_sources() -> None:
@@ -365,6 +382,13 @@ def test_grad_cam(tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG"
     with Image.open(out) as png:
         assert png.info["Description"] == f"checkpoint sha256 {resolve_source('pcrl_resnet18').sha256}"
+    section = gradcam_markdown(out)  # the model card quotes the command that drew the figure
+    assert f"zoo gradcam pcrl_resnet18 --task retinamnist -o {out} --n-images 2 --img-size 64 --max-train 40" in section
+    assert f"![Grad-CAM]({out})" in section
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    with pytest.raises(ValueError, match="not drawn by `zoo gradcam`"):
+        gradcam_markdown(plain)
 
 
 def test_training_flips_keep_image_and_mask_aligned() -> None:

@@ -1,7 +1,8 @@
 """zoo's own checkpoints in weights/: registered, hashed, measured, documented, within the size limits.
 
-The registry ``metrics`` of a shipped checkpoint must be exactly what ``zoo report --metrics`` makes of its
-results files in ``results/`` (written by ``zoo eval`` on that very file), so no number is typed by hand.
+The registry ``metrics`` of a shipped checkpoint, and its MODEL_CARD.md results block, must be exactly what
+``zoo report`` makes of its results files in ``results/`` (written by ``zoo eval`` on that very file) and of its
+Grad-CAM figure (drawn from that very file), so no number is typed by hand.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from safetensors import safe_open
 
 import zoo
 from zoo._hub import repo_weights_dir, sha256_file
-from zoo.train.report import results_to_metrics
+from zoo.train.report import card_block, model_card_results, results_to_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file
@@ -43,6 +45,22 @@ def test_shipped_checkpoint_is_hashed_measured_and_documented(name: str) -> None
     assert all(r["checkpoint"]["sha256"] == cfg.sha256 for r in map(_load, results))
     card = (ROOT / "MODEL_CARD.md").read_text()
     assert re.search(rf"^## {re.escape(name)}$", card, re.M), f"MODEL_CARD.md has no '## {name}' section"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_card_numbers_are_the_results_files(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's results block is what `zoo report` makes of the results files, plot and Grad-CAM figure."""
+    monkeypatch.chdir(ROOT)  # the card links repo-relative paths
+    results = sorted(Path("results").glob(f"{name}__*.json"))
+    plot, cam = Path(f"results/{name}__label_fraction.png"), Path(f"results/{name}__gradcam.png")
+    assert plot.is_file(), f"no {plot}: run `bash scripts/evaluate_reference.sh {name}`"
+    assert cam.is_file(), f"no {cam}: run `bash scripts/evaluate_reference.sh {name}`"
+    with Image.open(cam) as png:
+        assert png.info.get("Description") == f"checkpoint sha256 {zoo.get_pretrained_cfg(name).sha256}"
+    expected = model_card_results(results, plot_path=str(plot), gradcam_path=str(cam)).strip("\n")
+    assert card_block("MODEL_CARD.md", name) == expected, (
+        f"MODEL_CARD.md's block of {name} is stale: `zoo report results/{name}__*.json --plot {plot} "
+        f"--gradcam {cam} --card MODEL_CARD.md`")
 
 
 def _load(path: Path) -> dict:

@@ -215,7 +215,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.metrics:
             print(json.dumps(report.results_to_metrics(results), indent=2))
             return 0
-        text = report.model_card_results(results, plot_path=args.plot)
+        text = report.model_card_results(results, plot_path=args.plot, gradcam_path=args.gradcam)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from err
     if args.markdown:
@@ -223,8 +223,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         Path(args.markdown).write_text(text)
         print(f"markdown written to {args.markdown}")
-    else:
+    elif not args.card:
         print(text)
+    if args.card:
+        names = sorted({r["model"] for r in results})
+        if len(names) != 1:
+            raise CliError(f"--card needs the results of one checkpoint, got {names}")
+        try:
+            report.update_card(args.card, names[0], text)
+        except (ValueError, FileNotFoundError) as err:
+            raise CliError(str(err)) from err
+        print(f"{args.card}: results block of {names[0]} updated")
     return 0
 
 
@@ -275,6 +284,9 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("results", nargs="+", help="JSON files written by `zoo eval`")
     p.add_argument("--markdown", help="write the markdown here instead of printing it")
     p.add_argument("--plot", help="also write a PNG of the metric vs label fraction")
+    p.add_argument("--gradcam", help="a PNG drawn by `zoo gradcam` to show (with its command) in the markdown")
+    p.add_argument("--card", help="replace the checkpoint's block in this model card (between its "
+                                  "'<!-- zoo report NAME: begin/end -->' lines)")
     p.add_argument("--metrics", action="store_true", help="print the registry `metrics` dict (JSON) instead")
     p.set_defaults(func=_cmd_report)
 

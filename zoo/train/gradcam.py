@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,16 @@ def gradcam_figure(
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the PNG says which weights it shows (scripts/evaluate_reference.sh skips figures already drawn)
-    fig.savefig(path, dpi=110, metadata={"Source": f"zoo gradcam {name} --task {task}",
+    # the PNG says how it was drawn and from which weights (`zoo report --gradcam` quotes the command;
+    # scripts/evaluate_reference.sh skips figures already drawn from the registered file)
+    command = ["zoo", "gradcam", name, "--task", task, "-o", str(out), "--n-images", str(n_images),
+               "--img-size", str(ctx.img_size)]
+    for flag, value in (("--checkpoint-path", checkpoint_path), ("--max-train", max_train)):
+        if value is not None:
+            command += [flag, str(value)]
+    if seed:
+        command += ["--seed", str(seed)]
+    fig.savefig(path, dpi=110, metadata={"Source": shlex.join(command),
                                          "Description": f"checkpoint sha256 {ctx.source.sha256 or 'none'}"})
     plt.close(fig)
     _logger.info("Grad-CAM figure written to %s", path)

@@ -6,7 +6,8 @@
   (:mod:`zoo.train.anchors`);
 - :func:`robustness_table_markdown`: the metric under each corruption and severity, both arms;
 - :func:`plot_label_fractions`: a PNG of the headline metric vs label fraction (matplotlib, Agg);
-- :func:`model_card_results`: all of it as one markdown block.
+- :func:`gradcam_markdown`: a ``zoo gradcam`` figure with the command that drew it;
+- :func:`model_card_results`: all of it as one markdown block; :func:`update_card` puts it in MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ __all__ = [
     "anchors_table_markdown",
     "robustness_table_markdown",
     "plot_label_fractions",
+    "gradcam_markdown",
     "model_card_results",
+    "card_markers",
+    "update_card",
+    "card_block",
 ]
 
 ResultsLike = dict[str, Any] | str | os.PathLike[str]
@@ -197,8 +202,23 @@ def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str |
     return path
 
 
-def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: str | None = None) -> str:
-    """Markdown for a MODEL_CARD.md section: results table, anchors per task, plot, robustness."""
+def gradcam_markdown(png: str | os.PathLike[str]) -> str:
+    """The Grad-CAM subsection of a figure drawn by ``zoo gradcam`` (the command is read from the PNG)."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        command = img.info.get("Source", "")
+    if not command.startswith("zoo gradcam "):
+        raise ValueError(f"{png} was not drawn by `zoo gradcam` (no command in its metadata); draw it again with "
+                         "`zoo gradcam NAME --task TASK -o PNG`")
+    return "\n".join(["### Grad-CAM", "", "A few test images; Grad-CAM of a linear probe on the checkpoint's frozen "
+                      "features and on random init's (columns), drawn by", "", "```", command, "```", "",
+                      f"![Grad-CAM]({png})", ""])
+
+
+def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: str | None = None,
+                       gradcam_path: str | None = None) -> str:
+    """Markdown for a MODEL_CARD.md section: results table, anchors per task, plot, Grad-CAM, robustness."""
     results = load_results(items)
     parts = ["### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
              "", results_table_markdown(results)]
@@ -211,7 +231,43 @@ def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: st
             parts += [f"### Published anchors on the {task} test split", "", table]
     if plot_path:
         parts += [f"![metric vs label fraction]({plot_path})", ""]
+    if gradcam_path:
+        parts += [gradcam_markdown(gradcam_path)]
     rob = robustness_table_markdown(results)
     if rob:
         parts += ["### Robustness", "", rob]
     return "\n".join(parts)
+
+
+def card_markers(name: str) -> tuple[str, str]:
+    """The comment lines around the generated block of checkpoint ``name`` in MODEL_CARD.md."""
+    return f"<!-- zoo report {name}: begin -->", f"<!-- zoo report {name}: end -->"
+
+
+def update_card(card: str | os.PathLike[str], name: str, block: str) -> Path:
+    """Replace the generated block of ``name`` in the model card ``card`` (between :func:`card_markers`).
+
+    The card is rewritten atomically; it is left untouched when the markers are missing.
+    """
+    path = Path(card)
+    text = path.read_text()
+    begin, end = card_markers(name)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{path} has no block for {name}: put the lines {begin!r} and {end!r} in its '## {name}' "
+                         "section where the results go")
+    text = text[: i + len(begin)] + "\n\n" + block.strip("\n") + "\n\n" + text[j:]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def card_block(card: str | os.PathLike[str], name: str) -> str:
+    """The generated block of ``name`` currently in the model card (without the markers)."""
+    text = Path(card).read_text()
+    begin, end = card_markers(name)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{card} has no block for {name} ({begin!r} ... {end!r})")
+    return text[i + len(begin): j].strip("\n")
