@@ -8,8 +8,10 @@ from it (uint8 and int8 activations), calibrated on training images of the task.
 
     python benchmarks/onnx_int8_accuracy.py simclr_resnet18.kermany64
     python benchmarks/onnx_int8_accuracy.py micle_resnet18.kermany64 --label-fraction 0.1 --seed 1
+    python benchmarks/onnx_int8_accuracy.py simclr_resnet18.kermany64 --methods minmax percentile entropy
 
-Prints one table row per runtime (AUC, ACC, drop vs eager in AUC points) and a JSON line.
+Prints one table row per runtime (AUC, ACC, drop vs eager in AUC points) and a JSON line with the machine
+(onnxruntime version, CPU, its int8 instruction sets: int8 kernels differ between CPUs).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.export import INPUT_NAME, export_onnx, ort_session, quantize_onnx
+from zoo.export import CALIBRATION_METHODS, INPUT_NAME, export_onnx, ort_session, quantize_onnx
 from zoo.train.evaluate import EvalConfig, Preprocess, build_classifier, prepare_context
 from zoo.train.metrics import classification_metrics
 from zoo.train.probe import LogisticRegression
@@ -42,6 +44,28 @@ def ort_features(path: Path, images: np.ndarray, prep: Preprocess, batch_size: i
     return np.concatenate(outs)
 
 
+def machine() -> dict[str, object]:
+    """What int8 accuracy depends on: onnxruntime's version and the CPU's int8 instructions."""
+    import platform
+
+    import onnxruntime
+
+    flags: set[str] = set()
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if flags and model:
+                break
+    except OSError:
+        pass
+    return {"onnxruntime": onnxruntime.__version__, "cpu": model,
+            "int8_isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", nargs="?", default="simclr_resnet18.kermany64", help="a registered arch.tag")
@@ -50,6 +74,9 @@ def main() -> None:
     ap.add_argument("--label-fraction", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of the labelled subset")
     ap.add_argument("--calibration", type=int, default=64, help="training images to calibrate int8 on")
+    ap.add_argument("--methods", nargs="+", default=["minmax"], choices=CALIBRATION_METHODS,
+                    help="activation-range calibration methods to compare")
+    ap.add_argument("--activations", nargs="+", default=["uint8", "int8"], choices=["uint8", "int8"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -72,22 +99,26 @@ def main() -> None:
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, fp32, input_size=args.img_size)
         files = {"ort_fp32": fp32}
-        for act in ("uint8", "int8"):  # U8S8 (fast with VNNI) and S8S8 activations, per-channel int8 weights
-            files[f"ort_int8_{act}_act"] = Path(tmp) / f"int8_{act}.onnx"
-            quantize_onnx(fp32, files[f"ort_int8_{act}_act"], calibration, activations=act)
+        # U8S8 (fast with VNNI) and S8S8 activations, per-channel int8 weights, each calibration method
+        for method in args.methods:
+            for act in args.activations:
+                key = f"ort_int8_{act}_act" + ("" if method == "minmax" else f"_{method}")
+                files[key] = Path(tmp) / f"{key}.onnx"
+                quantize_onnx(fp32, files[key], calibration, activations=act, method=method)
         for runtime, path in files.items():
             t0 = time.perf_counter()
             feats[runtime] = ort_features(path, ctx.test.images, ctx.prep, ctx.batch_size, args.threads)
             _logger.info("%s: %d test images in %.1f s", runtime, len(ctx.test), time.perf_counter() - t0)
 
     rows = {rt: classification_metrics(ctx.test.labels, probe.predict_proba(f)) for rt, f in feats.items()}
+    host = machine()
     print(f"{args.name} on {args.task} ({args.img_size} px, linear probe on {len(sub)} eager-feature labels, "
-          f"{len(ctx.test)} test images)")
+          f"{len(ctx.test)} test images); {host}")
     print("| runtime | AUC | ACC | AUC drop vs eager (points) | feature cosine vs eager (min) |")
     print("|---|---|---|---|---|")
     ref = feats["eager"]
     out = {"name": args.name, "task": args.task, "img_size": args.img_size, "label_fraction": args.label_fraction,
-           "seed": args.seed, "n_train": len(sub), "n_test": len(ctx.test), "runtimes": {}}
+           "seed": args.seed, "n_train": len(sub), "n_test": len(ctx.test), "machine": host, "runtimes": {}}
     for rt, m in rows.items():
         f = feats[rt]
         cos = float(np.min(np.sum(f * ref, 1) / (np.linalg.norm(f, axis=1) * np.linalg.norm(ref, axis=1) + 1e-12)))

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 import zoo
@@ -179,6 +181,27 @@ def test_int8_tolerance_failure_is_reported(int8_pair: tuple[Path, Path, np.ndar
     strict = verify_onnx(int8, fp32, x, [1, 2], atol=float("inf"), rtol=0.0, min_cosine=1.0 - 1e-12)
     assert not strict.passed and "FAILED" in strict.summary()
     assert read_metadata(int8)["model"] == "pcrl_unet3d_small"  # metadata survives quantization
+    assert json.loads(read_metadata(int8)["quantization"])["calibration"] == "MinMax"
+
+
+def test_int8_calibration_methods(int8_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    fp32, minmax, x = int8_pair
+    cfg = zoo.get_pretrained_cfg("pcrl_unet3d_small")
+    calib, _ = sample_inputs(cfg, (1, 16, 16, 16), 8, "calibrate")
+    pct = tmp_path / "pct.onnx"
+    quantize_onnx(fp32, pct, calib, method="percentile")
+    assert json.loads(read_metadata(pct)["quantization"])["calibration"] == "Percentile"
+    scales = [{i.name: numpy_helper.to_array(i) for i in onnx.load(str(f)).graph.initializer if i.name.endswith("_scale")}
+              for f in (minmax, pct)]
+    # clipping the outliers narrows some activation range: another file, still close to fp32
+    assert any(not np.allclose(scales[0][k], scales[1][k]) for k in scales[0])
+    assert verify_onnx(pct, fp32, x, [1], atol=float("inf"), rtol=0.0, min_cosine=0.98).passed
+    for bad in (lambda: quantize_onnx(fp32, tmp_path / "bad.onnx", calib, method="mse"),
+                lambda: export_onnx("pcrl_unet3d_small", tmp_path / "bad.onnx", input_size=16, quantize="int8",
+                                    calibration_method="mse")):
+        with pytest.raises(ExportError, match="calibration method must be one of"):
+            bad()
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 class _Perturbed(nn.Module):

@@ -14,6 +14,7 @@ from . import __version__
 from ._pretrained import PretrainedCfg
 from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, is_model, list_models
 from .convert.layouts import LAYOUTS, layout_names
+from .export import CALIBRATION_METHODS
 
 __all__ = ["main", "build_parser"]
 
@@ -302,7 +303,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             args.name, args.output, input_size=size, batch_size=args.batch_size,
             dynamic_batch=not args.static_batch, dynamic_spatial=args.dynamic_spatial, opset=args.opset,
             features_only=args.features_only, quantize="int8" if args.int8 else None,
-            calibration_data=args.calibration, verify=not args.no_verify,
+            calibration_data=args.calibration, calibration_method=args.calibration_method, verify=not args.no_verify,
             exporter=args.exporter, verbose=getattr(args, "verbose", False),
         )
     except (ExportError, FileNotFoundError, IntegrityError) as err:
@@ -535,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, nargs="+", metavar="N",
                    help="one size (square / cube), the spatial sizes, or C + spatial (default: the model's)")
     p.add_argument("--features-only", action="store_true", help="export the multi-scale feature maps")
+    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+                   help="int8 activation ranges: observed min/max (default), 99.999th percentile, or KL entropy")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="auto: dynamo, TorchScript only where it fails (default)")

@@ -47,11 +47,13 @@ __all__ = [
     "sample_inputs",
     "read_metadata",
     "ort_session",
+    "CALIBRATION_METHODS",
 ]
 
 _logger = logging.getLogger(__name__)
 META_PREFIX = "zoo."
 INPUT_NAME = "input"
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # int8 activation ranges (quantize_onnx)
 _QUIET_LOGGERS = ("torch.__trace", "torch.onnx", "torch.export", "torch._dynamo", "torch._export", "torch.fx", "onnxscript",
                   "onnx_ir", "onnxruntime", "root")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -680,6 +682,11 @@ def _unshare_float_initializers(src: Path, dst: Path) -> int:
     return copies
 
 
+def _check_calibration_method(method: str) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+
+
 def quantize_onnx(
     fp32_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -688,21 +695,33 @@ def quantize_onnx(
     batch_size: int = 8,
     per_channel: bool = True,
     activations: str = "uint8",
+    method: str = "minmax",
     calibration_desc: str = "",
     verbose: bool = False,
 ) -> None:
     """Static int8 quantization in QDQ format, keeping the fp32 file's ``zoo.*`` metadata.
 
     Weights: int8, symmetric, per output channel. Activations: ``uint8`` (asymmetric; the fast U8S8
-    kernels of x86 CPUs with VNNI, measured 3-4x faster than S8S8 here) or ``int8``; ranges are MinMax
-    over ``calibration`` (preprocessed real inputs). On x86 CPUs without VNNI, U8S8 can saturate: use
-    ``activations="int8"`` for those, and verify on the target machine.
+    kernels of x86 CPUs with VNNI, measured 3-4x faster than S8S8 here) or ``int8``; their ranges come
+    from ``calibration`` (preprocessed real inputs) by ``method``: ``"minmax"`` (the observed range),
+    ``"percentile"`` (the 99.999th percentile of the absolute values, clipping outliers) or ``"entropy"``
+    (the range minimising the KL divergence of the quantized histogram). On x86 CPUs without VNNI, U8S8
+    can saturate: use ``activations="int8"`` for those, and verify on the target machine.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if activations not in ("uint8", "int8"):
         raise ExportError(f"activations must be 'uint8' or 'int8', got {activations!r}")
+    _check_calibration_method(method)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
     act_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
 
     class _Reader(CalibrationDataReader):
@@ -730,7 +749,7 @@ def quantize_onnx(
         try:
             quantize_static(
                 str(prepared), str(out_path), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=act_type, weight_type=QuantType.QInt8,
+                activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=methods[method],
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         except Exception as err:
@@ -738,7 +757,7 @@ def quantize_onnx(
     meta.update({
         "quantization": json.dumps({
             "format": "QDQ", "weights": "int8 symmetric, per-channel" if per_channel else "int8 symmetric, per-tensor",
-            "activations": f"{activations} asymmetric, per-tensor", "calibration": "MinMax",
+            "activations": f"{activations} asymmetric, per-tensor", "calibration": methods[method].name,
             "calibration_data": calibration_desc, "calibration_samples": len(calibration),
         }),
     })
@@ -777,6 +796,7 @@ def export_onnx(
     tolerance: Tolerance = Tolerance(),
     exporter: str = "auto",
     calibration_samples: int = 32,
+    calibration_method: str = "minmax",
     verbose: bool = False,
     **model_kwargs: Any,
 ) -> ExportResult:
@@ -799,12 +819,15 @@ def export_onnx(
         pretrained: load the registered weights (default: when the name is an ``arch.tag`` with weights).
         checkpoint_path: a safetensors file to load instead.
         exporter: ``auto`` (dynamo, TorchScript where it fails), ``dynamo`` or ``torchscript``.
+        calibration_samples / calibration_method: how many calibration inputs, and how activation ranges
+            are set from them (``minmax``, ``percentile`` or ``entropy``; see :func:`quantize_onnx`).
         verbose: show the exporters' and quantizer's own output.
         **model_kwargs: passed to :func:`zoo.create_model` (e.g. ``num_classes``, ``in_chans``).
     """
     t0 = time.perf_counter()
     if quantize not in (None, "int8"):
         raise ExportError(f"quantize must be None or 'int8', got {quantize!r}")
+    _check_calibration_method(calibration_method)
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
     path = _check_path(path)
@@ -896,7 +919,8 @@ def export_onnx(
             if calib is not None:
                 int8_path = Path(tmp) / "model.int8.onnx"
                 _write_metadata(fp32_path, meta, f"{name}, exported by zoo {__version__}")
-                quantize_onnx(fp32_path, int8_path, calib, calibration_desc=calib_desc, verbose=verbose)
+                quantize_onnx(fp32_path, int8_path, calib, method=calibration_method, calibration_desc=calib_desc,
+                              verbose=verbose)
                 if verify:
                     int8_report = verify_onnx(int8_path, fp32_path, inputs, verify_sizes, atol=float("inf"), rtol=0.0,
                                               min_cosine=tolerance.int8_min_cosine, labels=labels,
