@@ -201,6 +201,8 @@ def test_int8_calibration_methods(int8_pair: tuple[Path, Path, np.ndarray], tmp_
                                     calibration_method="mse")):
         with pytest.raises(ExportError, match="calibration method must be one of"):
             bad()
+    assert main(["export", "pcrl_unet3d_small", "-o", str(tmp_path / "bad.onnx"), "--int8",
+                 "--calibration-method", "mse"]) == 2
     assert not (tmp_path / "bad.onnx").exists()
 
 

@@ -14,7 +14,6 @@ from . import __version__
 from ._pretrained import PretrainedCfg
 from ._registry import UnknownModelError, get_arch_entry, get_pretrained_cfg, is_model, list_models
 from .convert.layouts import LAYOUTS, layout_names
-from .export import CALIBRATION_METHODS
 
 __all__ = ["main", "build_parser"]
 
@@ -536,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, nargs="+", metavar="N",
                    help="one size (square / cube), the spatial sizes, or C + spatial (default: the model's)")
     p.add_argument("--features-only", action="store_true", help="export the multi-scale feature maps")
-    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
+    # no `choices`: zoo.export (torch) is imported only when exporting; export_onnx names the valid methods
+    p.add_argument("--calibration-method", default="minmax", metavar="{minmax,percentile,entropy}",
                    help="int8 activation ranges: observed min/max (default), 99.999th percentile, or KL entropy")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
