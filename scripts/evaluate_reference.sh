@@ -2,12 +2,13 @@
 # The evaluation of zoo's reference weights: every results file behind MODEL_CARD.md and the registry metrics.
 #   bash scripts/evaluate_reference.sh NAME [--checkpoint-path FILE]     (NAME = arch.tag)
 # Writes results/NAME__TASK__PROTOCOL__fF.json, the label-fraction plot results/NAME__label_fraction.png,
-# the registry metrics of NAME into zoo/reference_metrics.json and the MODEL_CARD.md results block to $TMPDIR.
+# the Grad-CAM figure results/NAME__gradcam.png, the registry metrics of NAME into zoo/reference_metrics.json
+# and the results block of NAME's MODEL_CARD.md section (also written to $TMPDIR/NAME.md).
 # A checkpoint's task follows its pretraining data: cxr -> kermany_pneumonia (64 px, as pretrained),
 # fundus -> retinamnist (28-px photos upsampled to 64 px, as pretrained) and drive_vessels, ct -> adrenalmnist3d.
-# Seeds 0, 1, 2 everywhere. Re-running skips results files already written for the registered file (an
-# interrupted evaluation continues); FORCE=1 measures everything again; SKIP="TASK[/PROTOCOL] ..." leaves
-# tasks, or one protocol of a task, out.
+# Seeds 0, 1, 2 everywhere. Re-running skips results (and figures) already made from the registered file with
+# the same flags (an interrupted evaluation continues); FORCE=1 measures everything again;
+# SKIP="TASK[/PROTOCOL] ..." leaves tasks, or one protocol of a task, out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZOO=${ZOO:-.venv/bin/zoo}
@@ -20,31 +21,47 @@ ev() { # ev TASK PROTOCOL FRACTION [extra flags]
   shift 3
   case " ${SKIP:-} " in *" $task "* | *" $task/$protocol "*) echo "== $out: skipped (SKIP)"; return ;; esac
   if [ -z "${FORCE:-}" ] && [ -f "$out" ] && grep -q "\"sha256\": \"$sha\"" "$out"; then
-    echo "== $out: done (FORCE=1 measures it again)"; return
+    local flag measured=1
+    for flag in "$@"; do  # every flag asked for (e.g. --robustness) is in the recorded command
+      case $flag in --*) grep -q -- "\"command\": \"[^\"]* $flag" "$out" || measured= ;; esac
+    done
+    if [ -n "$measured" ]; then echo "== $out: done (FORCE=1 measures it again)"; return; fi
   fi
   $ZOO eval "$name" --task "$task" --protocol "$protocol" --label-fraction "$fraction" --seeds 3 "$@" \
     --out "$out"
+}
+cam() { # cam TASK [extra flags]: the Grad-CAM figure, unless already drawn from the registered file
+  local out="results/${name}__gradcam.png" task=$1
+  shift
+  if [ -z "${FORCE:-}" ] && [ -f "$out" ] && .venv/bin/python -c '
+import sys; from PIL import Image
+sys.exit(Image.open(sys.argv[1]).info.get("Description") != "checkpoint sha256 " + sys.argv[2])' "$out" "$sha"; then
+    echo "== $out: done (FORCE=1 draws it again)"; return
+  fi
+  $ZOO gradcam "$name" --task "$task" -o "$out" "$@"
 }
 case $modality in
   cxr)
     for f in 0.01 0.1; do ev kermany_pneumonia linear $f --img-size 64 "$@"; done
     ev kermany_pneumonia linear 1 --img-size 64 --robustness "$@"
-    for f in 0.01 0.1; do ev kermany_pneumonia finetune $f --img-size 64 "$@"; done
-    $ZOO gradcam "$name" --task kermany_pneumonia -o "results/${name}__gradcam.png" --img-size 128 --max-train 1000
-    task=kermany_pneumonia ;;
+    for f in 0.01 0.1 1; do ev kermany_pneumonia finetune $f --img-size 64 "$@"; done
+    cam kermany_pneumonia --img-size 128 --max-train 1000 "$@"
+    ;;
   fundus)
     for f in 0.01 0.1; do ev retinamnist linear $f --img-size 64 "$@"; done
     ev retinamnist linear 1 --img-size 64 --robustness "$@"
     ev retinamnist finetune 1 --img-size 64 "$@"
     ev drive_vessels finetune 1 "$@"
-    task=retinamnist ;;
+    cam retinamnist --img-size 128 "$@"
+    ;;
   ct)
-    for f in 0.01 0.1 1; do ev adrenalmnist3d linear $f "$@"; done
+    for f in 0.01 0.1; do ev adrenalmnist3d linear $f "$@"; done
+    ev adrenalmnist3d linear 1 --robustness "$@"
     ev adrenalmnist3d finetune 1 "$@"
-    task=adrenalmnist3d ;;
+    cam adrenalmnist3d --img-size 64 --max-train 600 "$@"
+    ;;
   *) echo "no evaluation recipe for modality '$modality' of $name" >&2; exit 2 ;;
 esac
-$ZOO report results/"${name}"__*.json --plot "results/${name}__label_fraction.png" --markdown "${TMPDIR:-/tmp}/${name}.md"
 # the registry metrics of NAME (zoo/_catalog.py reads them from zoo/reference_metrics.json)
 $ZOO report results/"${name}"__*.json --metrics | .venv/bin/python -c '
 import json, sys
@@ -52,4 +69,7 @@ path, name = "zoo/reference_metrics.json", sys.argv[1]
 table = json.load(open(path))
 table[name] = json.load(sys.stdin)
 open(path, "w").write(json.dumps(table, indent=1, sort_keys=True) + "\n")' "$name"
-echo "registry metrics: zoo/reference_metrics.json[$name]; card section: ${TMPDIR:-/tmp}/${name}.md; task: $task"
+echo "registry metrics: zoo/reference_metrics.json[$name]"
+# the results block of NAME's MODEL_CARD.md section (between its `<!-- zoo report NAME: begin/end -->` lines)
+$ZOO report results/"${name}"__*.json --plot "results/${name}__label_fraction.png" \
+  --gradcam "results/${name}__gradcam.png" --markdown "${TMPDIR:-/tmp}/${name}.md" --card MODEL_CARD.md

@@ -329,7 +329,7 @@ def test_3d_linear_with_registered_tiny_checkpoint(register_weights: Any, tmp_pa
     assert res["input_size"] == [1, 28, 28, 28] and res["intensity"]["kind"] == "unit"
     assert {"auc", "acc"} <= set(res["runs"]["pretrained"]["per_seed"][0])
     assert set(res["robustness"]["pretrained"]) == {"clean", *CORRUPTIONS}  # volumes are corrupted too
-    # Grad-CAM of volumes: the central slice of the image and of the map, with the checkpoint's sha256
+    # Grad-CAM of volumes: maximum-intensity projections of the volume and the map, with the checkpoint's sha256
     out = gradcam_figure("pcrl_unet3d.tiny", "adrenalmnist3d", tmp_path / "cam3d.png", n_images=2, img_size=28,
                          max_train=24)
     with Image.open(out) as png:

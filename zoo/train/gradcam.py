@@ -3,8 +3,8 @@
 :func:`grad_cam` needs no hooks: ``forward_features`` gives the last feature map, ``forward_head``
 the logits, and the map's gradient weights its channels. :func:`gradcam_figure` fits a linear probe
 on frozen features for the checkpoint and for random init (the harness's linear protocol, one seed),
-folds it into the model's head and shows the maps of a few test images side by side (for a volume, its
-central slice along the first spatial axis and the map's same slice).
+folds it into the model's head and shows the maps of a few test images side by side (a volume and its map
+by their maximum-intensity projections along the first spatial axis: a single slice would miss the map's peak).
 """
 
 from __future__ import annotations
@@ -108,14 +108,14 @@ def gradcam_figure(
         pick = np.sort(np.random.default_rng(seed).permutation(len(ctx.test))[:n])
     images = ctx.test.images[pick]
     unit = ctx.prep.unit(images)
-    mid = unit.shape[2] // 2 if unit.ndim == 5 else None  # a volume is shown by its central slice
-    shown = (unit[:, :, mid] if mid is not None else unit).permute(0, 2, 3, 1).numpy()
+    volume = unit.ndim == 5  # shown by maximum-intensity projections along the first spatial axis
+    shown = (unit.amax(dim=2) if volume else unit).permute(0, 2, 3, 1).numpy()
     x = ctx.prep(images)
     columns: list[tuple[str, np.ndarray, np.ndarray]] = []
     for arm in ctx.source.arms:
         model = _probe_model(ctx, arm, seed)
         cams, logits = grad_cam(model, x)
-        cams = cams[:, mid] if mid is not None else cams
+        cams = cams.amax(dim=1) if volume else cams
         columns.append((arm.replace("_", " "), cams.numpy(), torch.softmax(logits, 1).numpy()))
     names = ctx.task.classes or tuple(str(i) for i in range(ctx.task.num_classes))
     fig, axes = plt.subplots(len(pick), 1 + len(columns), figsize=(2.6 * (1 + len(columns)), 2.6 * len(pick)),
@@ -132,7 +132,7 @@ def gradcam_figure(
             axes[r, c].set_title(f"{label}: {names[k]} ({probs[r, k]:.2f})", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
-    size = f"{ctx.img_size}^3 voxels, central slice" if mid is not None else f"{ctx.img_size} px"
+    size = f"{ctx.img_size}^3 voxels, maximum-intensity projections" if volume else f"{ctx.img_size} px"
     fig.suptitle(f"Grad-CAM, {name} on {task} ({size}, linear probe)", fontsize=9)
     fig.tight_layout()
     path = Path(out)
