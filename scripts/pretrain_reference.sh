@@ -26,8 +26,8 @@ declare -A RECIPE=(
   [pcrl_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03"
   # its restoration-only ablation at the same budget (the paper's claim: PCRL beats restoration and contrast alone)
   [pcrl_recon_kermany]="--method pcrl --arch pcrl_unet_resnet18 $KERMANY --epochs 6 --lr 0.03 --hparam contrast_weight=0"
-  # PCRLv2 (global + 6 local views, multi-scale decoder heads): ~2 s per step of 32 images on 2 cores, so 8 epochs
-  # (1,304 steps) stay within the MoCo v2 / PCRL budget of about one CPU-hour, at the same SGD lr
+  # PCRLv2 (2 global + 6 local views, multi-scale decoder heads): 8 epochs (1,304 steps of 32 images), more steps
+  # than PCRL's 978 because a PCRLv2 step is cheaper (SimSiam-style: no momentum encoder); the same SGD lr
   [pcrlv2_kermany]="--method pcrlv2 --arch pcrlv2_resnet18 $KERMANY --epochs 8 --lr 0.03"
   # 2.5 s per step of 4 cubes on 2 cores (width 16): 10 epochs of 7 x 32 cubes = 560 steps, ~23 min
   [genesis_ct]="--method genesis --arch genesis_unet3d_small_seg $CT --epochs 10 --samples-per-volume 32"
