@@ -244,6 +244,16 @@ def card_markers(name: str) -> tuple[str, str]:
     return f"<!-- zoo report {name}: begin -->", f"<!-- zoo report {name}: end -->"
 
 
+def _block_span(text: str, name: str, card: str | os.PathLike[str]) -> tuple[int, int]:
+    """Where the generated block of ``name`` lies in ``text``: after its begin line, up to its end line."""
+    begin, end = card_markers(name)
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{card} has no block for {name}: put the lines {begin!r} and {end!r} in its '## {name}' "
+                         "section where the results go")
+    return i + len(begin), j
+
+
 def update_card(card: str | os.PathLike[str], name: str, block: str) -> Path:
     """Replace the generated block of ``name`` in the model card ``card`` (between :func:`card_markers`).
 
@@ -251,12 +261,8 @@ def update_card(card: str | os.PathLike[str], name: str, block: str) -> Path:
     """
     path = Path(card)
     text = path.read_text()
-    begin, end = card_markers(name)
-    i, j = text.find(begin), text.find(end)
-    if i < 0 or j < i:
-        raise ValueError(f"{path} has no block for {name}: put the lines {begin!r} and {end!r} in its '## {name}' "
-                         "section where the results go")
-    text = text[: i + len(begin)] + "\n\n" + block.strip("\n") + "\n\n" + text[j:]
+    i, j = _block_span(text, name, path)
+    text = text[:i] + "\n\n" + block.strip("\n") + "\n\n" + text[j:]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -266,8 +272,5 @@ def update_card(card: str | os.PathLike[str], name: str, block: str) -> Path:
 def card_block(card: str | os.PathLike[str], name: str) -> str:
     """The generated block of ``name`` currently in the model card (without the markers)."""
     text = Path(card).read_text()
-    begin, end = card_markers(name)
-    i, j = text.find(begin), text.find(end)
-    if i < 0 or j < i:
-        raise ValueError(f"{card} has no block for {name} ({begin!r} ... {end!r})")
-    return text[i + len(begin): j].strip("\n")
+    i, j = _block_span(text, name, card)
+    return text[i:j].strip("\n")
