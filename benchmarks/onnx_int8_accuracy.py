@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--label-fraction", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of the labelled subset")
     ap.add_argument("--calibration", type=int, default=64, help="training images to calibrate int8 on")
-    ap.add_argument("--methods", nargs="+", default=["minmax"], choices=CALIBRATION_METHODS,
+    ap.add_argument("--methods", nargs="+", default=["minmax"], choices=list(CALIBRATION_METHODS),
                     help="activation-range calibration methods to compare")
     ap.add_argument("--activations", nargs="+", default=["uint8", "int8"], choices=["uint8", "int8"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())

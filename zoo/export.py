@@ -53,7 +53,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 META_PREFIX = "zoo."
 INPUT_NAME = "input"
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # int8 activation ranges (quantize_onnx)
+# int8 activation-range methods of quantize_onnx -> onnxruntime's CalibrationMethod member
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 _QUIET_LOGGERS = ("torch.__trace", "torch.onnx", "torch.export", "torch._dynamo", "torch._export", "torch.fx", "onnxscript",
                   "onnx_ir", "onnxruntime", "root")
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -684,7 +685,7 @@ def _unshare_float_initializers(src: Path, dst: Path) -> int:
 
 def _check_calibration_method(method: str) -> None:
     if method not in CALIBRATION_METHODS:
-        raise ExportError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+        raise ExportError(f"calibration method must be one of {tuple(CALIBRATION_METHODS)}, got {method!r}")
 
 
 def quantize_onnx(
@@ -720,8 +721,7 @@ def quantize_onnx(
     if activations not in ("uint8", "int8"):
         raise ExportError(f"activations must be 'uint8' or 'int8', got {activations!r}")
     _check_calibration_method(method)
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    calibrate_method = CalibrationMethod[CALIBRATION_METHODS[method]]
     act_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
 
     class _Reader(CalibrationDataReader):
@@ -749,7 +749,7 @@ def quantize_onnx(
         try:
             quantize_static(
                 str(prepared), str(out_path), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
         except Exception as err:
@@ -757,7 +757,7 @@ def quantize_onnx(
     meta.update({
         "quantization": json.dumps({
             "format": "QDQ", "weights": "int8 symmetric, per-channel" if per_channel else "int8 symmetric, per-tensor",
-            "activations": f"{activations} asymmetric, per-tensor", "calibration": methods[method].name,
+            "activations": f"{activations} asymmetric, per-tensor", "calibration": calibrate_method.name,
             "calibration_data": calibration_desc, "calibration_samples": len(calibration),
         }),
     })
