@@ -34,8 +34,8 @@ cam() { # cam TASK [extra flags]: the Grad-CAM figure, unless already drawn from
   local out="results/${name}__gradcam.png" task=$1
   shift
   if [ -z "${FORCE:-}" ] && [ -f "$out" ] && .venv/bin/python -c '
-import sys; from PIL import Image
-sys.exit(Image.open(sys.argv[1]).info.get("Description") != "checkpoint sha256 " + sys.argv[2])' "$out" "$sha"; then
+import sys; from zoo.train.report import gradcam_info
+sys.exit(gradcam_info(sys.argv[1])[1] != sys.argv[2])' "$out" "$sha"; then
     echo "== $out: done (FORCE=1 draws it again)"; return
   fi
   $ZOO gradcam "$name" --task "$task" -o "$out" "$@"

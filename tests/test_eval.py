@@ -43,6 +43,7 @@ from zoo.train.probe import LogisticRegression
 from zoo.train.report import (
     card_block,
     card_markers,
+    gradcam_info,
     gradcam_markdown,
     load_results,
     model_card_results,
@@ -332,8 +333,8 @@ def test_3d_linear_with_registered_tiny_checkpoint(register_weights: Any, tmp_pa
     # Grad-CAM of volumes: maximum-intensity projections of the volume and the map, with the checkpoint's sha256
     out = gradcam_figure("pcrl_unet3d.tiny", "adrenalmnist3d", tmp_path / "cam3d.png", n_images=2, img_size=28,
                          max_train=24)
-    with Image.open(out) as png:
-        assert png.info["Description"] == f"checkpoint sha256 {res['checkpoint']['sha256']}"
+    assert gradcam_info(out) == (f"zoo gradcam pcrl_unet3d.tiny --task adrenalmnist3d -o {out} --n-images 2 "
+                                 "--img-size 28 --max-train 24", res["checkpoint"]["sha256"])
 
 
 def test_drive_segmentation_from_backbone_checkpoint(tmp_path: Path) -> None:
@@ -380,8 +381,7 @@ def test_grad_cam(tmp_path: Path) -> None:
     assert not torch.allclose(cams, other)  # another class, another map
     out = gradcam_figure("pcrl_resnet18", "retinamnist", tmp_path / "cam.png", n_images=2, img_size=64, max_train=40)
     assert out.read_bytes()[:4] == b"\x89PNG"
-    with Image.open(out) as png:
-        assert png.info["Description"] == f"checkpoint sha256 {resolve_source('pcrl_resnet18').sha256}"
+    assert gradcam_info(out)[1] == resolve_source("pcrl_resnet18").sha256
     section = gradcam_markdown(out)  # the model card quotes the command that drew the figure
     assert f"zoo gradcam pcrl_resnet18 --task retinamnist -o {out} --n-images 2 --img-size 64 --max-train 40" in section
     assert f"![Grad-CAM]({out})" in section

@@ -23,6 +23,7 @@ from torch import nn
 from ..data.sampling import stratified_subset
 from .evaluate import EvalConfig, build_classifier, prepare_context
 from .probe import LogisticRegression
+from .report import gradcam_metadata
 from .tasks import get_task
 
 __all__ = ["grad_cam", "gradcam_figure", "GRADCAM_DEFAULT_SIZE", "GRADCAM_DEFAULT_SIZE_3D"]
@@ -146,8 +147,7 @@ def gradcam_figure(
             command += [flag, str(value)]
     if seed:
         command += ["--seed", str(seed)]
-    fig.savefig(path, dpi=110, metadata={"Source": shlex.join(command),
-                                         "Description": f"checkpoint sha256 {ctx.source.sha256 or 'none'}"})
+    fig.savefig(path, dpi=110, metadata=gradcam_metadata(shlex.join(command), ctx.source.sha256))
     plt.close(fig)
     _logger.info("Grad-CAM figure written to %s", path)
     return path

@@ -28,6 +28,8 @@ __all__ = [
     "anchors_table_markdown",
     "robustness_table_markdown",
     "plot_label_fractions",
+    "gradcam_metadata",
+    "gradcam_info",
     "gradcam_markdown",
     "model_card_results",
     "card_markers",
@@ -202,12 +204,24 @@ def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str |
     return path
 
 
-def gradcam_markdown(png: str | os.PathLike[str]) -> str:
-    """The Grad-CAM subsection of a figure drawn by ``zoo gradcam`` (the command is read from the PNG)."""
+def gradcam_metadata(command: str, sha256: str | None) -> dict[str, str]:
+    """The PNG text chunks of a ``zoo gradcam`` figure: the command that drew it and the weights' sha256."""
+    return {"Source": command, "Description": f"checkpoint sha256 {sha256 or 'none'}"}
+
+
+def gradcam_info(png: str | os.PathLike[str]) -> tuple[str, str | None]:
+    """``(command, sha256)`` recorded in a ``zoo gradcam`` figure (empty command / None when absent)."""
     from PIL import Image
 
     with Image.open(png) as img:
-        command = img.info.get("Source", "")
+        command, desc = img.info.get("Source", ""), img.info.get("Description", "")
+    sha = desc.removeprefix("checkpoint sha256 ") if desc.startswith("checkpoint sha256 ") else None
+    return command, None if sha == "none" else sha
+
+
+def gradcam_markdown(png: str | os.PathLike[str]) -> str:
+    """The Grad-CAM subsection of a figure drawn by ``zoo gradcam`` (the command is read from the PNG)."""
+    command, _ = gradcam_info(png)
     if not command.startswith("zoo gradcam "):
         raise ValueError(f"{png} was not drawn by `zoo gradcam` (no command in its metadata); draw it again with "
                          "`zoo gradcam NAME --task TASK -o PNG`")
