@@ -26,6 +26,7 @@ from zoo.train.anchors import ANCHORS, SOURCES, anchors_for
 from zoo.train.evaluate import (
     EvalConfig,
     build_segmentation_model,
+    default_output_path,
     resolve_source,
     run_eval,
     save_results,
@@ -197,6 +198,10 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     again = run_eval(EvalConfig("mocov2_resnet50", "retinamnist", seeds=2, max_train=64, max_test=64,
                                 label_fraction=0.5))
     assert again["runs"]["random_init"]["mean"] == res["runs"]["random_init"]["mean"]
+    # without --out: one file per model / task / protocol / fraction, and input size when one is asked for
+    assert default_output_path(EvalConfig("m", "retinamnist", label_fraction=0.01)) == Path(
+        "results/m__retinamnist__linear__1pct.json")
+    assert default_output_path(EvalConfig("m", "retinamnist", img_size=64)).name == "m__retinamnist__linear__100pct__64px.json"
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +273,8 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
                                           capsys: pytest.CaptureFixture[str]) -> None:
     files = [save_results(paired_results[p], tmp_path / f"{p}.json") for p in ("linear", "finetune")]
     metrics = results_to_metrics(files)
-    assert set(metrics) == {"retinamnist/linear/100%", "retinamnist/finetune/50%"}
-    entry = metrics["retinamnist/linear/100%"]
+    assert set(metrics) == {"retinamnist/linear/100%/28x28", "retinamnist/finetune/50%/28x28"}
+    entry = metrics["retinamnist/linear/100%/28x28"]
     run = paired_results["linear"]["runs"]
     assert entry["auc"] == round(run["pretrained"]["mean"]["auc"], 4)
     assert entry["random_init"]["acc"] == round(run["random_init"]["mean"]["acc"], 4)
@@ -289,6 +294,12 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
     assert "gaussian blur | 1 |" in robustness_table_markdown(files)
     png = plot_label_fractions(files, tmp_path / "plot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same protocol at another input size is another entry, row and panel, not an overwrite
+    larger = {**paired_results["linear"], "input_size": [3, 64, 64], "img_size": 64}
+    assert set(results_to_metrics([*files, larger])) == {*metrics, "retinamnist/linear/100%/64x64"}
+    rows = [r for r in results_table_markdown([larger, *files]).splitlines() if "| linear | 100% |" in r]
+    assert [r.split(" | ")[3] for r in rows] == ["28x28", "28x28", "64x64", "64x64"]
+    assert plot_label_fractions([*files, larger], tmp_path / "plot2.png").read_bytes() != png.read_bytes()
     # random-init-only results are not a checkpoint's metrics
     random_only = {**paired_results["linear"], "runs": {"random_init": run["random_init"]}, "checkpoint": None}
     with pytest.raises(ValueError, match="random-init-only"):

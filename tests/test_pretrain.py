@@ -171,13 +171,17 @@ def test_pretrain_runs_resumes_exactly_and_exports(
     assert entry.metrics["pretrain_steps"] == 4
 
 
-def test_export_describes_the_run_not_the_default_official_entry(xrays: Path, tmp_path: Path) -> None:
-    # pcrlv2_resnet18's default tag is the official PCRLv2 chest checkpoint (converted by the user)
-    assert zoo.get_pretrained_cfg("pcrlv2_resnet18").is_official
+def test_export_describes_the_run_not_a_registered_entry(xrays: Path, tmp_path: Path) -> None:
+    # pcrlv2_resnet18 has zoo's reference weights (its default tag) and official PCRLv2 entries
+    default = zoo.get_pretrained_cfg("pcrlv2_resnet18")
+    assert default.verified and default.metrics and zoo.get_pretrained_cfg("pcrlv2_resnet18.chest").is_official
     out = run(tmp_path, xrays, "v2", arch="pcrlv2_resnet18", max_steps=1)
     entry = PretrainedCfg.from_dict(json.loads(out.pretrained_cfg.read_text()))
     assert not entry.is_official and entry.origin == "" and entry.hf_hub_id is None and entry.url is None
     assert entry.method == "simclr" and entry.file == "pcrlv2_resnet18.safetensors"
+    assert entry.sha256 == sha256_file(out.weights) != default.sha256
+    assert all(k.startswith("pretrain_") for k in entry.metrics)
+    assert entry.command != default.command and entry.pretrain_data != default.pretrain_data
 
 
 def test_same_seed_same_losses_other_seed_other_losses(xrays: Path, tmp_path: Path) -> None:

@@ -266,7 +266,7 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--robustness", action="store_true", help="also score blurred, noisy, low-contrast and JPEG test images")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--out", help="results JSON (default: results/<name>__<task>__<protocol>__<pct>pct.json)")
+    p.add_argument("--out", help="results JSON (default: results/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("gradcam", help="Grad-CAM figure of a few test images, checkpoint vs random init")

@@ -563,9 +563,11 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
 
 
 def default_output_path(config: EvalConfig) -> Path:
-    """``results/<model>__<task>__<protocol>__<percent>pct.json``."""
+    """``results/<model>__<task>__<protocol>__<percent>pct[__<size>px].json`` (the size when ``img_size`` is
+    given, so runs at two input sizes do not overwrite each other)."""
     pct = f"{config.label_fraction * 100:g}".replace(".", "p")
-    return Path("results") / f"{config.model}__{config.task}__{config.protocol}__{pct}pct.json"
+    size = f"__{config.img_size}px" if config.img_size else ""
+    return Path("results") / f"{config.model}__{config.task}__{config.protocol}__{pct}pct{size}.json"
 
 
 def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,10 @@ def _pct(fraction: float) -> str:
 
 
 def results_key(results: dict[str, Any]) -> str:
-    """``task/protocol/percent`` (e.g. ``retinamnist/linear/100%``)."""
-    return f"{results['task']}/{results['protocol']}/{_pct(results['label_fraction'])}"
+    """``task/protocol/percent/input`` (e.g. ``retinamnist/linear/100%/28x28``): one checkpoint may be
+    measured at several input sizes."""
+    size = "x".join(str(s) for s in results["input_size"][1:])
+    return f"{results['task']}/{results['protocol']}/{_pct(results['label_fraction'])}/{size}"
 
 
 def _r(x: float) -> float:
@@ -101,9 +104,12 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _input(res: dict[str, Any]) -> str:
-    size = res["input_size"][1:]
-    text = "x".join(str(s) for s in size)
+    text = results_key(res).rsplit("/", 1)[1]
     return f"{text} crops" if res.get("kind") == "segmentation" else text
+
+
+def _order(res: dict[str, Any]) -> tuple[str, str, tuple[int, ...], float]:
+    return res["task"], res["protocol"], tuple(res["input_size"][1:]), res["label_fraction"]
 
 
 def results_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str:
@@ -113,7 +119,7 @@ def results_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str:
         "| task | protocol | labels | input | seeds | metric | checkpoint | random init | gain |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for res in sorted(results, key=lambda r: (r["task"], r["protocol"], r["label_fraction"])):
+    for res in sorted(results, key=_order):
         rnd = res["runs"]["random_init"]
         pre = res["runs"].get("pretrained")
         for m in res["metrics"]:
@@ -168,19 +174,19 @@ def robustness_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str
 
 def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
                          title: str | None = None) -> Path:
-    """A PNG of each (task, protocol)'s headline metric vs label fraction, checkpoint vs random init."""
+    """A PNG of each (task, protocol, input size)'s headline metric vs label fraction, checkpoint vs random init."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = load_results(items)
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for res in results:
-        groups.setdefault((res["task"], res["protocol"]), []).append(res)
+    groups: dict[tuple[str, str, tuple[int, ...]], list[dict[str, Any]]] = {}
+    for res in sorted(results, key=_order):
+        groups.setdefault(_order(res)[:3], []).append(res)
+    n_sizes = Counter(key[:2] for key in groups)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, ((task, protocol), rs) in zip(axes[0], sorted(groups.items()), strict=True):
-        rs = sorted(rs, key=lambda r: r["label_fraction"])
+    for ax, ((task, protocol, size), rs) in zip(axes[0], groups.items(), strict=True):
         m = rs[0]["metrics"][0]
         xs = [100 * r["label_fraction"] for r in rs]
         for arm, style in (("pretrained", "o-"), ("random_init", "s--")):
@@ -191,7 +197,8 @@ def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str |
         ax.set_xscale("log")
         ax.set_xlabel("labelled training data (%)")
         ax.set_ylabel(m.upper())
-        ax.set_title(f"{task} ({protocol})", fontsize=10)
+        at = f", {'x'.join(map(str, size))}" if n_sizes[task, protocol] > 1 else ""
+        ax.set_title(f"{task} ({protocol}{at})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
