@@ -16,9 +16,14 @@ name=${1:?usage: evaluate_reference.sh NAME [--checkpoint-path FILE]}
 shift
 read -r modality sha < <($ZOO info "$name" --json | .venv/bin/python -c '
 import json, sys; cfg = json.load(sys.stdin); print(cfg["modality"], cfg["sha256"])')
-ev() { # ev TASK PROTOCOL FRACTION [extra flags]
-  local task=$1 protocol=$2 fraction=$3 out="results/${name}__${1}__${2}__f${3}.json"
+ev() { # ev TASK PROTOCOL FRACTION [extra flags]; an --img-size other than $px is named in the file
+  local task=$1 protocol=$2 fraction=$3 at="" prev="" flag
   shift 3
+  for flag in "$@"; do
+    [ "$prev" = --img-size ] && [ "$flag" != "${px:-}" ] && at="__${flag}px"
+    prev=$flag
+  done
+  local out="results/${name}__${task}__${protocol}__f${fraction}${at}.json"
   case " ${SKIP:-} " in *" $task "* | *" $task/$protocol "*) echo "== $out: skipped (SKIP)"; return ;; esac
   if [ -z "${FORCE:-}" ] && [ -f "$out" ] && grep -q "\"sha256\": \"$sha\"" "$out"; then
     local flag measured=1
@@ -42,15 +47,19 @@ sys.exit(gradcam_info(sys.argv[1])[1] != sys.argv[2])' "$out" "$sha"; then
 }
 case $modality in
   cxr)
-    for f in 0.01 0.1; do ev kermany_pneumonia linear $f --img-size 64 "$@"; done
-    ev kermany_pneumonia linear 1 --img-size 64 --robustness "$@"
-    for f in 0.01 0.1 1; do ev kermany_pneumonia finetune $f --img-size 64 "$@"; done
+    px=64
+    for f in 0.01 0.1; do ev kermany_pneumonia linear $f --img-size $px "$@"; done
+    ev kermany_pneumonia linear 1 --img-size $px --robustness "$@"
+    for f in 0.01 0.1 1; do ev kermany_pneumonia finetune $f --img-size $px "$@"; done
+    # fine-tuning at twice the pretraining size (~45 min for 3 seeds x 2 arms): the strongest checkpoint only
+    if [ "$name" = micle_resnet18.kermany64 ]; then ev kermany_pneumonia finetune 1 --img-size 128 "$@"; fi
     cam kermany_pneumonia --img-size 128 --max-train 1000 "$@"
     ;;
   fundus)
-    for f in 0.01 0.1; do ev retinamnist linear $f --img-size 64 "$@"; done
-    ev retinamnist linear 1 --img-size 64 --robustness "$@"
-    ev retinamnist finetune 1 --img-size 64 "$@"
+    px=64
+    for f in 0.01 0.1; do ev retinamnist linear $f --img-size $px "$@"; done
+    ev retinamnist linear 1 --img-size $px --robustness "$@"
+    ev retinamnist finetune 1 --img-size $px "$@"
     ev drive_vessels finetune 1 "$@"
     cam retinamnist --img-size 128 "$@"
     ;;

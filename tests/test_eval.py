@@ -3,6 +3,7 @@ Grad-CAM and results -> registry metrics / model card."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 from pathlib import Path
@@ -46,9 +47,11 @@ from zoo.train.report import (
     card_markers,
     gradcam_info,
     gradcam_markdown,
+    load_pretrain_log,
     load_results,
     model_card_results,
     plot_label_fractions,
+    plot_pretrain_log,
     results_table_markdown,
     results_to_metrics,
     robustness_table_markdown,
@@ -320,6 +323,26 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
     assert main(["report", *map(str, files), "--card", str(bare)]) == 2
     assert "<!-- zoo report pcrl_resnet18: begin -->" in capsys.readouterr().err
     assert bare.read_text() == "# card\n"
+
+
+def test_pretrain_log_and_loss_curves(tmp_path: Path) -> None:
+    steps = [{"step": i, "lr": 0.1 / i, "loss": 5.0 / i, "loss_recon": 1.0 / i, "images_per_s": 10.0}
+             for i in range(1, 31)]
+    text = "".join(json.dumps(s) + "\n" for s in steps)
+    (tmp_path / "log.jsonl").write_text(text)
+    (tmp_path / "log.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    assert load_pretrain_log(tmp_path / "log.jsonl") == load_pretrain_log(tmp_path / "log.jsonl.gz") == steps
+    with_terms = plot_pretrain_log(tmp_path / "log.jsonl.gz", tmp_path / "a.png", title="run")
+    plain = plot_pretrain_log([{k: s[k] for k in ("step", "lr", "loss")} for s in steps], tmp_path / "b.png")
+    assert with_terms.read_bytes()[:8] == plain.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert with_terms.read_bytes() != plain.read_bytes()  # a panel of the loss terms
+    # a log with a gap (steps written after the last checkpoint of an interrupted run) or not a log at all
+    (tmp_path / "gap.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps if s["step"] != 7))
+    with pytest.raises(ValueError, match="--resume"):
+        load_pretrain_log(tmp_path / "gap.jsonl")
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    with pytest.raises(ValueError, match="not a zoo pretrain step log"):
+        load_pretrain_log(tmp_path / "bad.jsonl")
 
 
 def test_anchors_are_data_with_sources() -> None:

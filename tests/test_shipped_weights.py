@@ -2,7 +2,9 @@
 
 The registry ``metrics`` of a shipped checkpoint, and its MODEL_CARD.md results block, must be exactly what
 ``zoo report`` makes of its results files in ``results/`` (written by ``zoo eval`` on that very file) and of its
-Grad-CAM figure (drawn from that very file), so no number is typed by hand.
+Grad-CAM figure (drawn from that very file), so no number is typed by hand. Its pretraining record
+(``results/pretraining/NAME.*``, written by ``scripts/ship_weights.py``) holds the run's command, every step's
+losses and the loss curves, and says whether it is the run that made the shipped file.
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from safetensors import safe_open
 
 import zoo
 from zoo._hub import repo_weights_dir, sha256_file
-from zoo.train.report import card_block, gradcam_info, model_card_results, results_to_metrics
+from zoo.train.report import (
+    card_block,
+    gradcam_info,
+    load_pretrain_log,
+    model_card_results,
+    results_to_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file
                  and (repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file())
+# shipped before scripts/ship_weights.py kept step logs, whose run directories are gone: no record until a re-run
+# of the recipe lands (`ship_weights.py RUN NAME --record-only`)
+NO_RECORD_YET = {"simclr_resnet18.kermany64", "mocov2_resnet18.kermany64", "micle_resnet18.kermany64",
+                 "pcrl_resnet18.kermany64", "genesis_unet3d_small.ct32"}
 
 
 def test_every_file_in_weights_is_registered_and_small() -> None:
@@ -59,6 +71,40 @@ def test_model_card_numbers_are_the_results_files(name: str, monkeypatch: pytest
     assert card_block("MODEL_CARD.md", name) == expected, (
         f"MODEL_CARD.md's block of {name} is stale: `zoo report results/{name}__*.json --plot {plot} "
         f"--gradcam {cam} --card MODEL_CARD.md`")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_pretraining_record(name: str) -> None:
+    """The run's command, its loss at every step and its loss curves, tied to the shipped file by sha256."""
+    record_path = ROOT / "results" / "pretraining" / f"{name}.json"
+    section = _card_section(name)
+    if name in NO_RECORD_YET:
+        assert not record_path.exists(), f"{name} has a pretraining record now: remove it from NO_RECORD_YET"
+        assert "step log was not kept" in section, f"MODEL_CARD.md's {name} section must say its log is missing"
+        return
+    record = _load(record_path)
+    steps = load_pretrain_log(record_path.with_suffix(".log.jsonl.gz"))
+    assert len(steps) == record["summary"]["steps"] == record["total_steps"]
+    last = [s["loss"] for s in steps[-20:]]  # the run's final_loss: the mean of its last 20 steps
+    assert sum(last) / len(last) == pytest.approx(record["summary"]["final_loss"], abs=1e-6)
+    cfg = zoo.get_pretrained_cfg(name)
+    with safe_open(str(repo_weights_dir() / cfg.file), "pt") as f:
+        assert record["shipped_source_sha256"] == f.metadata()["source_sha256"]
+    assert record["same_run_as_shipped"] == (record["source_sha256"] == record["shipped_source_sha256"])
+    run = record["config"]
+    assert f"pretrain_reference.sh {Path(run['out']).name} " in cfg.command
+    for flag, value in (("method", run["method"]), ("arch", run["arch"]), ("seed", run["seed"]),
+                        ("epochs", run["epochs"]), ("batch-size", run["batch_size"])):
+        assert re.search(rf"--{flag} {value}\b", cfg.command), (flag, value, cfg.command)
+    png = f"results/pretraining/{name}.loss.png"
+    assert (ROOT / png).is_file() and png in section, f"MODEL_CARD.md's {name} section must show {png}"
+
+
+def _card_section(name: str) -> str:
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    start = card.index(f"\n## {name}\n")
+    end = card.find("\n## ", start + 1)
+    return card[start:end if end > 0 else None]
 
 
 def _load(path: Path) -> dict:

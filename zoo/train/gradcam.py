@@ -23,7 +23,7 @@ from torch import nn
 from ..data.sampling import stratified_subset
 from .evaluate import EvalConfig, build_classifier, prepare_context
 from .probe import LogisticRegression
-from .report import gradcam_metadata
+from .report import gradcam_metadata, pyplot, save_figure
 from .tasks import get_task
 
 __all__ = ["grad_cam", "gradcam_figure", "GRADCAM_DEFAULT_SIZE", "GRADCAM_DEFAULT_SIZE_3D"]
@@ -90,11 +90,7 @@ def gradcam_figure(
     cache: bool = True,
 ) -> Path:
     """A PNG: test images (rows) and Grad-CAM of the checkpoint and of random init (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     spec = get_task(task)
     if spec.kind != "classification":
         raise ValueError(f"Grad-CAM figures are for classification tasks; {task} is a {spec.kind} task")
@@ -136,8 +132,6 @@ def gradcam_figure(
     size = f"{ctx.img_size}^3 voxels, maximum-intensity projections" if volume else f"{ctx.img_size} px"
     fig.suptitle(f"Grad-CAM, {name} on {task} ({size}, linear probe)", fontsize=9)
     fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # the PNG says how it was drawn and from which weights (`zoo report --gradcam` quotes the command;
     # scripts/evaluate_reference.sh skips figures already drawn from the registered file)
     command = ["zoo", "gradcam", name, "--task", task, "-o", str(out), "--n-images", str(n_images),
@@ -147,7 +141,6 @@ def gradcam_figure(
             command += [flag, str(value)]
     if seed:
         command += ["--seed", str(seed)]
-    fig.savefig(path, dpi=110, metadata=gradcam_metadata(shlex.join(command), ctx.source.sha256))
-    plt.close(fig)
+    path = save_figure(fig, out, dpi=110, metadata=gradcam_metadata(shlex.join(command), ctx.source.sha256))
     _logger.info("Grad-CAM figure written to %s", path)
     return path

@@ -7,11 +7,13 @@
 - :func:`robustness_table_markdown`: the metric under each corruption and severity, both arms;
 - :func:`plot_label_fractions`: a PNG of the headline metric vs label fraction (matplotlib, Agg);
 - :func:`gradcam_markdown`: a ``zoo gradcam`` figure with the command that drew it;
-- :func:`model_card_results`: all of it as one markdown block; :func:`update_card` puts it in MODEL_CARD.md.
+- :func:`model_card_results`: all of it as one markdown block; :func:`update_card` puts it in MODEL_CARD.md;
+- :func:`load_pretrain_log` / :func:`plot_pretrain_log`: a ``zoo pretrain`` step log and its loss curves.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import Counter
@@ -29,6 +31,8 @@ __all__ = [
     "anchors_table_markdown",
     "robustness_table_markdown",
     "plot_label_fractions",
+    "pyplot",
+    "save_figure",
     "gradcam_metadata",
     "gradcam_info",
     "gradcam_markdown",
@@ -36,6 +40,8 @@ __all__ = [
     "card_markers",
     "update_card",
     "card_block",
+    "load_pretrain_log",
+    "plot_pretrain_log",
 ]
 
 ResultsLike = dict[str, Any] | str | os.PathLike[str]
@@ -172,14 +178,30 @@ def robustness_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str
     return "\n".join(out)
 
 
-def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
-                         title: str | None = None) -> Path:
-    """A PNG of each (task, protocol, input size)'s headline metric vs label fraction, checkpoint vs random init."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures are written to files)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Write ``fig`` (parent directories created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, metadata=metadata)
+    pyplot().close(fig)
+    return path
+
+
+def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
+                         title: str | None = None) -> Path:
+    """A PNG of each (task, protocol, input size)'s headline metric vs label fraction, checkpoint vs random init."""
+    plt = pyplot()
     results = load_results(items)
     groups: dict[tuple[str, str, tuple[int, ...]], list[dict[str, Any]]] = {}
     for res in sorted(results, key=_order):
@@ -204,11 +226,63 @@ def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str |
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def load_pretrain_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The steps of a ``zoo pretrain`` log (``log.jsonl``, or gzipped ``.jsonl.gz``), checked to be 1, 2, ... N."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        steps = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a zoo pretrain step log (JSON lines): {e}") from e
+    if not steps or [s.get("step") for s in steps] != list(range(1, len(steps) + 1)):
+        raise ValueError(f"{path}: steps are not 1..N without gaps (an interrupted log? resume the run with "
+                         "zoo pretrain --resume, which rewinds the log to its checkpoint)")
+    return steps
+
+
+def _moving_average(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_pretrain_log(log: str | os.PathLike[str] | list[dict[str, Any]], path: str | os.PathLike[str],
+                      title: str | None = None, window: int = 20) -> Path:
+    """A PNG of a pretraining run: the loss per step (and its moving average over ``window`` steps), the loss
+    terms (``loss_*`` / ``mse_*`` entries, moving averages) when the method logs them, and the learning rate."""
+    steps = log if isinstance(log, list) else load_pretrain_log(log)
+    x = [s["step"] for s in steps]
+    terms = sorted({k for s in steps for k in s if k.startswith(("loss_", "mse_"))})
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3 if terms else 2, figsize=(13 if terms else 9, 3.4), squeeze=False)
+    ax = axes[0][0]
+    loss = [s["loss"] for s in steps]
+    ax.plot(x, loss, lw=0.5, alpha=0.35, label="per step")
+    ax.plot(x, _moving_average(loss, window), lw=1.5, label=f"mean of {window} steps")
+    ax.set_title("loss", fontsize=10)
+    ax.legend(fontsize=8)
+    if terms:
+        ax = axes[0][1]
+        for k in terms:
+            pts = [(s["step"], s[k]) for s in steps if k in s]
+            ax.plot([p[0] for p in pts], _moving_average([p[1] for p in pts], window), lw=1.2, label=k)
+        ax.set_title(f"loss terms (mean of {window} steps)", fontsize=10)
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    ax.plot(x, [s["lr"] for s in steps])
+    ax.set_title("learning rate", fontsize=10)
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def gradcam_metadata(command: str, sha256: str | None) -> dict[str, str]:
