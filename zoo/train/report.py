@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -200,27 +199,29 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120,
 
 def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
                          title: str | None = None) -> Path:
-    """A PNG of each (task, protocol, input size)'s headline metric vs label fraction, checkpoint vs random init."""
+    """A PNG of each (task, protocol)'s headline metric vs label fraction, checkpoint vs random init (one pair of
+    lines per input size)."""
     plt = pyplot()
     results = load_results(items)
-    groups: dict[tuple[str, str, tuple[int, ...]], list[dict[str, Any]]] = {}
+    panels: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for res in sorted(results, key=_order):
-        groups.setdefault(_order(res)[:3], []).append(res)
-    n_sizes = Counter(key[:2] for key in groups)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, ((task, protocol, size), rs) in zip(axes[0], groups.items(), strict=True):
-        m = rs[0]["metrics"][0]
-        xs = [100 * r["label_fraction"] for r in rs]
-        for arm, style in (("pretrained", "o-"), ("random_init", "s--")):
-            pts = [(x, r["runs"][arm]) for x, r in zip(xs, rs, strict=True) if arm in r["runs"]]
-            if pts:
-                ax.errorbar([p[0] for p in pts], [p[1]["mean"][m] for p in pts], yerr=[p[1]["std"][m] for p in pts],
-                            fmt=style, capsize=3, label="checkpoint" if arm == "pretrained" else "random init")
+        panels.setdefault((res["task"], res["protocol"]), {}).setdefault(_input(res), []).append(res)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, ((task, protocol), by_size) in zip(axes[0], panels.items(), strict=True):
+        m = next(iter(by_size.values()))[0]["metrics"][0]
+        for i, (size, rs) in enumerate(by_size.items()):
+            at = f", {size}" if len(by_size) > 1 else ""
+            for arm, marker, line in (("pretrained", "o", "-"), ("random_init", "s", "--")):
+                pts = [(100 * r["label_fraction"], r["runs"][arm]) for r in rs if arm in r["runs"]]
+                if pts:
+                    label = "checkpoint" if arm == "pretrained" else "random init"
+                    ax.errorbar([p[0] for p in pts], [p[1]["mean"][m] for p in pts],
+                                yerr=[p[1]["std"][m] for p in pts], fmt=marker + line, capsize=3,
+                                color=f"C{2 * i + (arm != 'pretrained')}", label=label + at)
         ax.set_xscale("log")
         ax.set_xlabel("labelled training data (%)")
         ax.set_ylabel(m.upper())
-        at = f", {'x'.join(map(str, size))}" if n_sizes[task, protocol] > 1 else ""
-        ax.set_title(f"{task} ({protocol}{at})", fontsize=10)
+        ax.set_title(f"{task} ({protocol})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -317,7 +318,7 @@ def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: st
     results = load_results(items)
     parts = ["### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
              "", results_table_markdown(results)]
-    commands = sorted({r["command"] for r in results})
+    commands = list(dict.fromkeys(r["command"] for r in sorted(results, key=_order)))  # in the table's order
     parts += ["Commands:", "", "```", *commands, "```", ""]
     for task in sorted({r["task"] for r in results}):
         metrics = next(r["metrics"] for r in results if r["task"] == task)
