@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -39,7 +40,7 @@ def ship(src: Path, dst: Path) -> None:
     os.chmod(dst, 0o644)
 
 
-def write_record(run_dir: Path, run: dict, src: Path, name: str, shipped: Path) -> dict:
+def write_record(run_dir: Path, run: dict[str, Any], src: Path, name: str, shipped: Path) -> dict[str, Any]:
     """results/pretraining/NAME.json, NAME.log.jsonl.gz and NAME.loss.png of a run."""
     steps = load_pretrain_log(run_dir / "log.jsonl")
     if len(steps) != run["summary"]["steps"]:

@@ -98,6 +98,8 @@ def test_pretraining_record(name: str) -> None:
         assert re.search(rf"--{flag} {value}\b", cfg.command), (flag, value, cfg.command)
     png = f"results/pretraining/{name}.loss.png"
     assert (ROOT / png).is_file() and png in section, f"MODEL_CARD.md's {name} section must show {png}"
+    if not record["same_run_as_shipped"]:  # the curve of a re-run must be called one
+        assert "re-run" in section.split(png)[0].rsplit("- **", 1)[1], f"{name}: say the loss curve is a re-run's"
 
 
 def _card_section(name: str) -> str:
