@@ -31,23 +31,22 @@ from zoo.train.report import load_pretrain_log, plot_pretrain_log
 RECORDS = Path(__file__).resolve().parent.parent / "results" / "pretraining"
 
 
-def ship(src: Path, dst: Path) -> None:
-    """``src`` (a float32 export) as float16 safetensors at ``dst``."""
+def ship(src: Path, source_sha256: str, dst: Path) -> None:
+    """``src`` (a float32 export, sha256 ``source_sha256``) as float16 safetensors at ``dst``."""
     with safe_open(str(src), "pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(state, str(dst), metadata={"format": "pt", "source_sha256": sha256_file(src), "dtype": "float16"})
+    save_file(state, str(dst), metadata={"format": "pt", "source_sha256": source_sha256, "dtype": "float16"})
     os.chmod(dst, 0o644)
 
 
-def write_record(run_dir: Path, run: dict[str, Any], src: Path, name: str, shipped: Path) -> dict[str, Any]:
+def write_record(run_dir: Path, run: dict[str, Any], source: str, name: str, shipped: Path) -> dict[str, Any]:
     """results/pretraining/NAME.json, NAME.log.jsonl.gz and NAME.loss.png of a run."""
     steps = load_pretrain_log(run_dir / "log.jsonl")
     if len(steps) != run["summary"]["steps"]:
         raise SystemExit(f"{run_dir}/log.jsonl has {len(steps)} steps, run.json {run['summary']['steps']}")
     with safe_open(str(shipped), "pt") as f:
         shipped_source = (f.metadata() or {}).get("source_sha256")
-    source = sha256_file(src)
     record = {**run, "name": name, "source_sha256": source, "shipped_source_sha256": shipped_source,
               "same_run_as_shipped": source == shipped_source,
               "step_time_s_total": round(sum(s["step_time_s"] for s in steps), 1)}
@@ -73,11 +72,12 @@ def main() -> None:
         raise SystemExit(f"{args.run} is not finished (run.json: finished is not true); resume it first")
     src = args.run / f"{run['config']['arch']}.safetensors"
     dst = repo_weights_dir() / f"{args.name}.safetensors"
+    source = sha256_file(src)
     if not args.record_only:
-        ship(src, dst)
+        ship(src, source, dst)
     elif not dst.is_file():
         raise SystemExit(f"{dst} does not exist: ship the weights first (without --record-only)")
-    record = write_record(args.run, run, src, args.name, dst)
+    record = write_record(args.run, run, source, args.name, dst)
     summary = run["summary"]
     print(json.dumps({"file": dst.name, "sha256": sha256_file(dst), "file_size": dst.stat().st_size,
                       "source_arch": run["config"]["arch"], "steps": summary["steps"],

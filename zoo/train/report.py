@@ -64,11 +64,14 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:g}%"
 
 
+def _size(results: dict[str, Any]) -> str:
+    return "x".join(str(s) for s in results["input_size"][1:])
+
+
 def results_key(results: dict[str, Any]) -> str:
     """``task/protocol/percent/input`` (e.g. ``retinamnist/linear/100%/28x28``): one checkpoint may be
     measured at several input sizes."""
-    size = "x".join(str(s) for s in results["input_size"][1:])
-    return f"{results['task']}/{results['protocol']}/{_pct(results['label_fraction'])}/{size}"
+    return f"{results['task']}/{results['protocol']}/{_pct(results['label_fraction'])}/{_size(results)}"
 
 
 def _r(x: float) -> float:
@@ -109,7 +112,7 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _input(res: dict[str, Any]) -> str:
-    text = results_key(res).rsplit("/", 1)[1]
+    text = _size(res)
     return f"{text} crops" if res.get("kind") == "segmentation" else text
 
 
