@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from zoo._hub import repo_weights_dir, sha256_file
 from zoo.train.report import load_pretrain_log, plot_pretrain_log
@@ -32,16 +32,28 @@ RECORDS = Path(__file__).resolve().parent.parent / "results" / "pretraining"
 
 
 def ship(src: Path, source_sha256: str, dst: Path) -> None:
-    """``src`` (a float32 export, sha256 ``source_sha256``) as float16 safetensors at ``dst``."""
+    """``src`` (a float32 export, sha256 ``source_sha256``) as float16 safetensors at ``dst``, byte for byte the
+    same for the same source: safetensors writes its metadata in hash-map order, so the header is re-written with
+    the metadata keys sorted (same length, same tensors)."""
     with safe_open(str(src), "pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(state, str(dst), metadata={"format": "pt", "source_sha256": source_sha256, "dtype": "float16"})
+    data = bytearray(save({k: state[k] for k in sorted(state)},
+                          metadata={"format": "pt", "source_sha256": source_sha256, "dtype": "float16"}))
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    canonical = json.dumps(header, separators=(",", ":")).encode()
+    if len(canonical) > n:
+        raise RuntimeError("the canonical safetensors header is longer than the one safetensors wrote")
+    data[8:8 + n] = canonical.ljust(n)
+    dst.write_bytes(bytes(data))
     os.chmod(dst, 0o644)
 
 
-def write_record(run_dir: Path, run: dict[str, Any], source: str, name: str, shipped: Path) -> dict[str, Any]:
-    """results/pretraining/NAME.json, NAME.log.jsonl.gz and NAME.loss.png of a run."""
+def write_record(run_dir: Path, run: dict[str, Any], source: str, name: str, shipped: Path,
+                 records: Path = RECORDS) -> dict[str, Any]:
+    """results/pretraining/NAME.json, NAME.log.jsonl.gz and NAME.loss.png of a run (in ``records``)."""
     steps = load_pretrain_log(run_dir / "log.jsonl")
     if len(steps) != run["summary"]["steps"]:
         raise SystemExit(f"{run_dir}/log.jsonl has {len(steps)} steps, run.json {run['summary']['steps']}")
@@ -50,12 +62,12 @@ def write_record(run_dir: Path, run: dict[str, Any], source: str, name: str, shi
     record = {**run, "name": name, "source_sha256": source, "shipped_source_sha256": shipped_source,
               "same_run_as_shipped": source == shipped_source,
               "step_time_s_total": round(sum(s["step_time_s"] for s in steps), 1)}
-    RECORDS.mkdir(parents=True, exist_ok=True)
-    (RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    records.mkdir(parents=True, exist_ok=True)
+    (records / f"{name}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     log = (run_dir / "log.jsonl").read_bytes()
-    (RECORDS / f"{name}.log.jsonl.gz").write_bytes(gzip.compress(log, mtime=0))
+    (records / f"{name}.log.jsonl.gz").write_bytes(gzip.compress(log, mtime=0))
     what = "the shipped run" if record["same_run_as_shipped"] else "a re-run of the recipe, not the shipped file"
-    plot_pretrain_log(steps, RECORDS / f"{name}.loss.png",
+    plot_pretrain_log(steps, records / f"{name}.loss.png",
                       title=f"{name}: {run['config']['method']} pretraining, {len(steps)} steps ({what})")
     return record
 
@@ -66,18 +78,20 @@ def main() -> None:
     ap.add_argument("name", help="arch.tag to ship (weights/<name>.safetensors)")
     ap.add_argument("--record-only", action="store_true",
                     help="write only the results/pretraining/NAME.* record (weights/NAME.safetensors must exist)")
+    ap.add_argument("--weights-dir", type=Path, default=repo_weights_dir(), help="default: the repository's weights/")
+    ap.add_argument("--records-dir", type=Path, default=RECORDS, help="default: the repository's results/pretraining/")
     args = ap.parse_args()
     run = json.loads((args.run / "run.json").read_text())
     if not run.get("finished"):
         raise SystemExit(f"{args.run} is not finished (run.json: finished is not true); resume it first")
     src = args.run / f"{run['config']['arch']}.safetensors"
-    dst = repo_weights_dir() / f"{args.name}.safetensors"
+    dst = args.weights_dir / f"{args.name}.safetensors"
     source = sha256_file(src)
     if not args.record_only:
         ship(src, source, dst)
     elif not dst.is_file():
         raise SystemExit(f"{dst} does not exist: ship the weights first (without --record-only)")
-    record = write_record(args.run, run, source, args.name, dst)
+    record = write_record(args.run, run, source, args.name, dst, args.records_dir)
     summary = run["summary"]
     print(json.dumps({"file": dst.name, "sha256": sha256_file(dst), "file_size": dst.stat().st_size,
                       "source_arch": run["config"]["arch"], "steps": summary["steps"],

@@ -31,6 +31,7 @@ from zoo.methods._common import (
 )
 from zoo.methods.base import SSLMethod
 from zoo.train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
+from zoo.train.report import load_pretrain_log
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS_2D = [("simclr", "simclr_resnet18", {}), ("mocov2", "mocov2_resnet18", {"queue_size": 8, "momentum": 0.99})]
@@ -49,6 +50,9 @@ def xrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for f in sorted((src / cls).glob("*.jpeg"))[:8]:
             (dst / cls / f.name).symlink_to(f)
     return dst
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(tmp_path: Path, data: Path, name: str = "run", **kw: Any) -> Any:
@@ -182,6 +186,37 @@ def test_export_describes_the_run_not_a_registered_entry(xrays: Path, tmp_path: 
     assert entry.sha256 == sha256_file(out.weights) != default.sha256
     assert all(k.startswith("pretrain_") for k in entry.metrics)
     assert entry.command != default.command and entry.pretrain_data != default.pretrain_data
+
+
+def test_ship_weights_script(xrays: Path, tmp_path: Path) -> None:
+    """scripts/ship_weights.py: the same bytes for the same run, its record, and re-runs told apart."""
+    a, b = run(tmp_path, xrays, "a"), run(tmp_path, xrays, "b", seed=1)
+    weights, records = tmp_path / "weights", tmp_path / "records"
+    weights.mkdir()
+
+    def ship(out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "ship_weights.py"), str(out), "simclr_resnet18.t",
+                               "--weights-dir", str(weights), "--records-dir", str(records), *flags],
+                              capture_output=True, text=True)
+
+    assert "ship the weights first" in ship(a.out, "--record-only").stderr
+    shipped = weights / "simclr_resnet18.t.safetensors"
+    first = (ship(a.out), shipped.read_bytes())
+    assert first[0].returncode == 0 and json.loads(first[0].stdout)["same_run_as_shipped"]
+    assert ship(a.out).returncode == 0 and shipped.read_bytes() == first[1]  # not safetensors' hash-map order
+    half = load_file(str(shipped))
+    assert all(torch.equal(v.half() if v.is_floating_point() else v, half[k]) for k, v in load_file(str(a.weights)).items())
+    record = json.loads((records / "simclr_resnet18.t.json").read_text())
+    assert record["source_sha256"] == sha256_file(a.weights) and record["config"]["seed"] == 0
+    assert load_pretrain_log(records / "simclr_resnet18.t.log.jsonl.gz") == load_pretrain_log(a.out / "log.jsonl")
+    # a re-run that did not reproduce the file is recorded as such, and the shipped file is left alone
+    other = ship(b.out, "--record-only")
+    assert other.returncode == 0 and not json.loads(other.stdout)["same_run_as_shipped"]
+    assert shipped.read_bytes() == first[1]
+    assert (records / "simclr_resnet18.t.loss.png").read_bytes()[:4] == b"\x89PNG"
+    run_json = json.loads((b.out / "run.json").read_text())
+    (b.out / "run.json").write_text(json.dumps({**run_json, "finished": False}))
+    assert "not finished" in ship(b.out).stderr
 
 
 def test_same_seed_same_losses_other_seed_other_losses(xrays: Path, tmp_path: Path) -> None:
