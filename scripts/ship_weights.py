@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save
+from safetensors.torch import save_file
 
-from zoo._hub import repo_weights_dir, sha256_file
+from zoo._hub import canonical_safetensors, repo_weights_dir, sha256_file
 from zoo.train.report import load_pretrain_log, plot_pretrain_log
 
 RECORDS = Path(__file__).resolve().parent.parent / "results" / "pretraining"
@@ -33,21 +33,12 @@ RECORDS = Path(__file__).resolve().parent.parent / "results" / "pretraining"
 
 def ship(src: Path, source_sha256: str, dst: Path) -> None:
     """``src`` (a float32 export, sha256 ``source_sha256``) as float16 safetensors at ``dst``, byte for byte the
-    same for the same source: safetensors writes its metadata in hash-map order, so the header is re-written with
-    the metadata keys sorted (same length, same tensors)."""
+    same for the same source (the header canonicalised as for converted files)."""
     with safe_open(str(src), "pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    data = bytearray(save({k: state[k] for k in sorted(state)},
-                          metadata={"format": "pt", "source_sha256": source_sha256, "dtype": "float16"}))
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    canonical = json.dumps(header, separators=(",", ":")).encode()
-    if len(canonical) > n:
-        raise RuntimeError("the canonical safetensors header is longer than the one safetensors wrote")
-    data[8:8 + n] = canonical.ljust(n)
-    dst.write_bytes(bytes(data))
+    save_file(state, str(dst), metadata={"format": "pt", "source_sha256": source_sha256, "dtype": "float16"})
+    canonical_safetensors(dst)
     os.chmod(dst, 0o644)
 
 

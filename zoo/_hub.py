@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import urllib.parse
 import urllib.request
@@ -55,6 +56,7 @@ __all__ = [
     "verify_hf_cache",
     "verify_mirror",
     "sha256_file",
+    "canonical_safetensors",
     "repo_weights_dir",
     "cache_dir",
     "convert_command",
@@ -147,6 +149,23 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def canonical_safetensors(path: str | os.PathLike[str]) -> None:
+    """Rewrite the header with sorted keys, so the same tensors and metadata give the same bytes.
+
+    safetensors stores metadata in a hash map whose order changes between runs; a stable file hash is
+    what lets a converted official file, or a shipped one, be pinned in the registry.
+    """
+    with open(path, "r+b") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+        data = fh.read()
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        fh.seek(0)
+        fh.write(struct.pack("<Q", len(text)) + text + data)
+        fh.truncate()
 
 
 def _stamp_path(path: Path) -> Path:

@@ -16,7 +16,6 @@ import logging
 import os
 import pickle
 import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from .._builder import CheckpointError, create_model
-from .._hub import sha256_file
+from .._hub import canonical_safetensors, sha256_file
 from .._pretrained import PretrainedCfg
 from .._registry import get_pretrained_cfg, is_model, list_pretrained, split_model_name
 from .layouts import Layout, get_layout
@@ -156,23 +155,6 @@ def extract_state_dict(
     return out, dropped, ignored
 
 
-def _canonical_safetensors(path: Path) -> None:
-    """Rewrite the header with sorted keys, so the same tensors and metadata give the same bytes.
-
-    safetensors stores metadata in a hash map whose order changes between runs; a stable file hash is
-    what lets a converted official file be pinned in the registry.
-    """
-    with open(path, "r+b") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
-        data = fh.read()
-        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)
-        fh.seek(0)
-        fh.write(struct.pack("<Q", len(text)) + text + data)
-        fh.truncate()
-
-
 def _resolve_name(layout: Layout, name: str | None, source: Path) -> str:
     """The registry name the output is for: ``--name``, else the official entry using this layout."""
     if name:
@@ -264,7 +246,7 @@ def convert_checkpoint(
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             save_file(tensors, str(tmp), metadata=metadata)
-            _canonical_safetensors(tmp)
+            canonical_safetensors(tmp)
         except OSError as err:
             raise ConvertError(f"cannot write {out}: {err}") from None
         targets = _targets(layout, name)
