@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo._machine import cpu_info
 from zoo.export import CALIBRATION_METHODS, INPUT_NAME, export_onnx, ort_session, quantize_onnx
 from zoo.train.evaluate import EvalConfig, Preprocess, build_classifier, prepare_context
 from zoo.train.metrics import classification_metrics
@@ -45,25 +46,10 @@ def ort_features(path: Path, images: np.ndarray, prep: Preprocess, batch_size: i
 
 
 def machine() -> dict[str, object]:
-    """What int8 accuracy depends on: onnxruntime's version and the CPU's int8 instructions."""
-    import platform
-
+    """What int8 accuracy depends on: onnxruntime's version and the CPU (its int8 instruction sets)."""
     import onnxruntime
 
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if flags and model:
-                break
-    except OSError:
-        pass
-    return {"onnxruntime": onnxruntime.__version__, "cpu": model,
-            "int8_isa": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+    return {"onnxruntime": onnxruntime.__version__, **cpu_info()}
 
 
 def main() -> None:

@@ -155,6 +155,8 @@ def test_pretrain_runs_resumes_exactly_and_exports(
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert all(r["images_per_s"] > 0 and r["lr"] > 0 for r in log)
     assert log[1]["lr"] < log[0]["lr"]  # cosine schedule
+    machine = json.loads((tmp_path / "full/run.json").read_text())["machine"]  # floats depend on the CPU's kernels
+    assert machine["cpu"] and machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     # interrupted after 2 steps, then resumed: the same losses and the same weights, bit for bit
     part = run(tmp_path, xrays, "part", method=name, arch=arch, hparams=kw, max_steps=2)

@@ -39,6 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from .._builder import create_model
 from .._hub import sha256_file
+from .._machine import cpu_info
 from .._pretrained import Intensity, validate_cfg
 from .._registry import get_pretrained_cfg, split_model_name
 from ..data.datasets import open_dataset
@@ -670,7 +671,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         "config": dataclasses.asdict(cfg), "optimizer": opt_info, "world_size": d.world,
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset": _describe(dataset),
         "dataset_size": len(dataset), "torch": torch.__version__, "channels_last": channels_last,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "machine": cpu_info(),
     }
     if d.main:
         _atomic_json(out / "run.json", run_info)
