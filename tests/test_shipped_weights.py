@@ -30,7 +30,7 @@ SHIPPED = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).f
                  and (repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file())
 # shipped before scripts/ship_weights.py kept step logs, whose run directories are gone: no record until a re-run
 # of the recipe lands (`ship_weights.py RUN NAME --record-only`)
-NO_RECORD_YET = {"pcrl_resnet18.kermany64", "genesis_unet3d_small.ct32"}
+NO_RECORD_YET = {"genesis_unet3d_small.ct32"}
 
 
 def test_every_file_in_weights_is_registered_and_small() -> None:
@@ -99,6 +99,24 @@ def test_pretraining_record(name: str) -> None:
     assert (ROOT / png).is_file() and png in section, f"MODEL_CARD.md's {name} section must show {png}"
     if not record["same_run_as_shipped"]:  # the curve of a re-run must be called one
         assert "re-run" in section.split(png)[0].rsplit("- **", 1)[1], f"{name}: say the loss curve is a re-run's"
+
+
+RERUNS = sorted((ROOT / "results" / "reruns").glob("*.rerun__*.json"))
+
+
+@pytest.mark.parametrize("path", RERUNS, ids=lambda p: p.name)
+def test_rerun_results_are_the_recorded_reruns(path: Path) -> None:
+    """A re-run's downstream results (``results/reruns/``) score the export its pretraining record describes,
+    and the card quotes their AUC next to the shipped file's."""
+    name = path.name.split(".rerun__")[0]
+    record, result = _load(ROOT / "results" / "pretraining" / f"{name}.json"), _load(path)
+    assert not record["same_run_as_shipped"], f"{name}'s re-run reproduced the shipped file: {path} is redundant"
+    assert result["checkpoint"]["sha256"] == record["source_sha256"], f"{path} scores another file than the re-run's"
+    assert not result["checkpoint"]["registered"] and result["protocol"] == "linear"
+    auc = result["runs"]["pretrained"]["mean"]["auc"]
+    section = _card_section(name)
+    assert f"results/reruns/{name}.rerun__" in section and f"{auc:.3f}" in section, (
+        f"MODEL_CARD.md's {name} section must quote {path.name} (AUC {auc:.3f})")
 
 
 def _card_section(name: str) -> str:
