@@ -28,9 +28,6 @@ from zoo.train.report import (
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file
                  and (repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file())
-# shipped before scripts/ship_weights.py kept step logs, whose run directories are gone: no record until a re-run
-# of the recipe lands (`ship_weights.py RUN NAME --record-only`)
-NO_RECORD_YET = {"genesis_unet3d_small.ct32"}
 
 
 def test_every_file_in_weights_is_registered_and_small() -> None:
@@ -77,10 +74,7 @@ def test_pretraining_record(name: str) -> None:
     """The run's command, its loss at every step and its loss curves, tied to the shipped file by sha256."""
     record_path = ROOT / "results" / "pretraining" / f"{name}.json"
     section = _card_section(name)
-    if name in NO_RECORD_YET:
-        assert not record_path.exists(), f"{name} has a pretraining record now: remove it from NO_RECORD_YET"
-        assert "step log was not kept" in section, f"MODEL_CARD.md's {name} section must say its log is missing"
-        return
+    assert record_path.is_file(), f"no {record_path}: `scripts/ship_weights.py RUN {name} [--record-only]`"
     record = _load(record_path)
     steps = load_pretrain_log(record_path.with_suffix(".log.jsonl.gz"))
     assert len(steps) == record["summary"]["steps"] == record["total_steps"]
