@@ -52,9 +52,6 @@ def xrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dst
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def run(tmp_path: Path, data: Path, name: str = "run", **kw: Any) -> Any:
     args: dict[str, Any] = dict(method="simclr", arch="simclr_resnet18", data=str(data), out=str(tmp_path / name),
                                 img_size=32, batch_size=4, epochs=1, progress=False, ckpt_every=0)
@@ -197,7 +194,7 @@ def test_ship_weights_script(xrays: Path, tmp_path: Path) -> None:
     weights.mkdir()
 
     def ship(out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(ROOT / "scripts" / "ship_weights.py"), str(out), "simclr_resnet18.t",
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "ship_weights.py"), str(out), "simclr_resnet18.t",
                                "--weights-dir", str(weights), "--records-dir", str(records), *flags],
                               capture_output=True, text=True)
 
