@@ -15,7 +15,7 @@ dependencies = ["torch", "timm", "safetensors", "numpy"]
 
 
 def _entrypoint(arch: str):  # noqa: ANN202 - the returned callable is documented by its docstring
-    _, _, description = _zoo._registry.get_arch_entry(arch)
+    _, _, description = _zoo.meta.registry.get_arch_entry(arch)
     tags = [name.partition(".")[2] for name in _zoo.list_pretrained(arch)]
     default = tags[0] if tags else None
 

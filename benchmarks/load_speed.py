@@ -73,8 +73,8 @@ def main() -> None:
     from safetensors.torch import save_file
 
     import zoo
-    from zoo._hf import _file_shapes, _timm_architecture
-    from zoo._hub import WeightFile, resolve_weights
+    from zoo.export.huggingface import _file_shapes, _timm_architecture
+    from zoo.hub import WeightFile, resolve_weights
 
     tmp = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
     base_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp / "hf"),

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from zoo._machine import cpu_info
+from zoo.eval.harness import EvalConfig, Preprocess, build_classifier, prepare_context
+from zoo.eval.metrics import classification_metrics
+from zoo.eval.probe import LogisticRegression
 from zoo.export import CALIBRATION_METHODS, INPUT_NAME, export_onnx, ort_session, quantize_onnx
-from zoo.train.evaluate import EvalConfig, Preprocess, build_classifier, prepare_context
-from zoo.train.metrics import classification_metrics
-from zoo.train.probe import LogisticRegression
 
 _logger = logging.getLogger("onnx_int8_accuracy")
 

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo._registry import get_pretrained_cfg  # noqa: E402
 from zoo.data.ct import CTCubeDataset  # noqa: E402
 from zoo.data.datasets import ImageFolderDataset  # noqa: E402
 from zoo.data.paths import data_path  # noqa: E402
+from zoo.meta.registry import get_pretrained_cfg  # noqa: E402
 from zoo.methods import METHODS, get_method  # noqa: E402
 from zoo.train.pretrain import PretrainConfig, build_optimizer, prepare_method, train_step  # noqa: E402
 

@@ -2,7 +2,7 @@
 # The evaluation of zoo's reference weights: every results file behind MODEL_CARD.md and the registry metrics.
 #   bash scripts/evaluate_reference.sh NAME [--checkpoint-path FILE]     (NAME = arch.tag)
 # Writes results/NAME__TASK__PROTOCOL__fF.json, the label-fraction plot results/NAME__label_fraction.png,
-# the Grad-CAM figure results/NAME__gradcam.png, the registry metrics of NAME into zoo/reference_metrics.json
+# the Grad-CAM figure results/NAME__gradcam.png, the registry metrics of NAME into zoo/meta/catalog/reference_metrics.json
 # and the results block of NAME's MODEL_CARD.md section (also written to $TMPDIR/NAME.md).
 # A checkpoint's task follows its pretraining data: cxr -> kermany_pneumonia (64 px, as pretrained),
 # fundus -> retinamnist (28-px photos upsampled to 64 px, as pretrained) and drive_vessels, ct -> adrenalmnist3d.
@@ -39,7 +39,7 @@ cam() { # cam TASK [extra flags]: the Grad-CAM figure, unless already drawn from
   local out="results/${name}__gradcam.png" task=$1
   shift
   if [ -z "${FORCE:-}" ] && [ -f "$out" ] && .venv/bin/python -c '
-import sys; from zoo.train.report import gradcam_info
+import sys; from zoo.report import gradcam_info
 sys.exit(gradcam_info(sys.argv[1])[1] != sys.argv[2])' "$out" "$sha"; then
     echo "== $out: done (FORCE=1 draws it again)"; return
   fi
@@ -71,14 +71,14 @@ case $modality in
     ;;
   *) echo "no evaluation recipe for modality '$modality' of $name" >&2; exit 2 ;;
 esac
-# the registry metrics of NAME (zoo/_catalog.py reads them from zoo/reference_metrics.json)
+# the registry metrics of NAME (zoo/meta/catalog/ reads them from zoo/meta/catalog/reference_metrics.json)
 $ZOO report results/"${name}"__*.json --metrics | .venv/bin/python -c '
 import json, sys
-path, name = "zoo/reference_metrics.json", sys.argv[1]
+path, name = "zoo/meta/catalog/reference_metrics.json", sys.argv[1]
 table = json.load(open(path))
 table[name] = json.load(sys.stdin)
 open(path, "w").write(json.dumps(table, indent=1, sort_keys=True) + "\n")' "$name"
-echo "registry metrics: zoo/reference_metrics.json[$name]"
+echo "registry metrics: zoo/meta/catalog/reference_metrics.json[$name]"
 # the results block of NAME's MODEL_CARD.md section (between its `<!-- zoo report NAME: begin/end -->` lines)
 $ZOO report results/"${name}"__*.json --plot "results/${name}__label_fraction.png" \
   --gradcam "results/${name}__gradcam.png" --markdown "${TMPDIR:-/tmp}/${name}.md" --card MODEL_CARD.md

@@ -6,7 +6,7 @@ Writes weights/NAME.safetensors (its metadata records the sha256 of the float32 
 on the source only) and the run's record in results/pretraining/: NAME.json (the run's run.json: command, seed,
 steps, throughput, plus the source's sha256), NAME.log.jsonl.gz (every step's losses, lr and speed) and
 NAME.loss.png (the loss curves). Prints the registry fields. Then: add
-`register_pretrained(NAME, file=..., sha256=..., file_size=...)` to zoo/_catalog.py and run
+`register_pretrained(NAME, file=..., sha256=..., file_size=...)` to zoo/meta/catalog/ and run
 `bash scripts/evaluate_reference.sh NAME`.
 
 `--record-only` writes the record without touching weights/: for a re-run of a shipped recipe whose own log was
@@ -25,8 +25,9 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from zoo._hub import canonical_safetensors, repo_weights_dir, sha256_file
-from zoo.train.report import load_pretrain_log, plot_pretrain_log
+from zoo._io import sha256_file
+from zoo.hub import canonical_safetensors, repo_weights_dir
+from zoo.report import load_pretrain_log, plot_pretrain_log
 
 RECORDS = Path(__file__).resolve().parent.parent / "results" / "pretraining"
 

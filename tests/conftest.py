@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from zoo import _registry
-from zoo._hub import sha256_file
+from zoo._io import sha256_file
+from zoo.meta import registry as _registry
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,9 @@ from safetensors.torch import save_file
 
 import zoo
 from tests.conftest import small_input
-from zoo import _hub
-from zoo._builder import adapt_input_conv
+from zoo._io import sha256_file
+from zoo.hub import integrity as _integrity
+from zoo.models.builder import adapt_input_conv
 
 
 def _state(arch: str, **kwargs) -> dict[str, torch.Tensor]:
@@ -138,7 +139,7 @@ def test_hash_mismatch_loads_nothing_and_names_both_hashes(register_weights) -> 
     cfg = zoo.get_pretrained_cfg("pcrl_resnet18.unit")
     with pytest.raises(zoo.IntegrityError) as err:
         zoo.create_model("pcrl_resnet18.unit", pretrained=True)
-    assert cfg.sha256 in str(err.value) and _hub.sha256_file(path) in str(err.value)
+    assert cfg.sha256 in str(err.value) and sha256_file(path) in str(err.value)
     path.write_bytes(b"short")
     with pytest.raises(zoo.IntegrityError, match="truncated"):
         zoo.create_model("pcrl_resnet18.unit", pretrained=True)
@@ -147,8 +148,8 @@ def test_hash_mismatch_loads_nothing_and_names_both_hashes(register_weights) -> 
 def test_verification_is_cached_for_warm_loads(register_weights, monkeypatch) -> None:
     register_weights("pcrl_resnet18.unit", _state("pcrl_resnet18"))
     calls = []
-    real = _hub.sha256_file
-    monkeypatch.setattr(_hub, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", lambda p: calls.append(p) or real(p))
     zoo.create_model("pcrl_resnet18.unit", pretrained=True)
     zoo.create_model("pcrl_resnet18.unit", pretrained=True)
     assert len(calls) == 1

@@ -23,10 +23,11 @@ from safetensors import safe_open
 from torch import nn
 
 import zoo
-from zoo import _registry
-from zoo._hub import WeightsNotFoundError, sha256_file
+from zoo._io import sha256_file
 from zoo.cli import main
 from zoo.convert import LAYOUTS, Rename, get_layout
+from zoo.hub import WeightsNotFoundError
+from zoo.meta import registry as _registry
 
 X2D = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 X3D = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(2))

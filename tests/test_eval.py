@@ -16,15 +16,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
-from zoo._hub import sha256_file
-from zoo._pretrained import PretrainedCfg, validate_cfg
+from zoo._io import sha256_file
 from zoo.cli import main
 from zoo.data.paths import data_root
 from zoo.data.sampling import stratified_subset
 from zoo.data.segmentation import load_drive
-from zoo.train import TASK_NAMES
-from zoo.train.anchors import ANCHORS, SOURCES, anchors_for
-from zoo.train.evaluate import (
+from zoo.eval import TASK_NAMES
+from zoo.eval.gradcam import grad_cam, gradcam_figure
+from zoo.eval.harness import (
     EvalConfig,
     build_segmentation_model,
     default_output_path,
@@ -32,8 +31,7 @@ from zoo.train.evaluate import (
     run_eval,
     save_results,
 )
-from zoo.train.gradcam import grad_cam, gradcam_figure
-from zoo.train.metrics import (
+from zoo.eval.metrics import (
     accuracy,
     classification_metrics,
     f1_in_mask,
@@ -41,8 +39,11 @@ from zoo.train.metrics import (
     roc_auc,
     segmentation_metrics,
 )
-from zoo.train.probe import LogisticRegression
-from zoo.train.report import (
+from zoo.eval.probe import LogisticRegression
+from zoo.eval.robustness import CORRUPTIONS, corrupt
+from zoo.eval.tasks import TASKS, get_task
+from zoo.meta.cfg import PretrainedCfg, validate_cfg
+from zoo.report import (
     card_block,
     card_markers,
     gradcam_info,
@@ -56,8 +57,7 @@ from zoo.train.report import (
     results_to_metrics,
     robustness_table_markdown,
 )
-from zoo.train.robustness import CORRUPTIONS, corrupt
-from zoo.train.tasks import TASKS, get_task
+from zoo.report.anchors import ANCHORS, SOURCES, anchors_for
 
 
 # --- readers on the real files ---------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert runs[0]["auc"] != runs[1]["auc"]  # different seeds: different random backbones and subsets
     assert res["command"].startswith("zoo eval mocov2_resnet50 --task retinamnist --protocol linear")
     # the feature cache is filled, and a second run reads it and gives the same numbers
-    cached = sorted((Path(str(zoo._hub.cache_dir())) / "eval_features").glob("*.npy"))
+    cached = sorted((Path(str(zoo.hub.cache_dir())) / "eval_features").glob("*.npy"))
     assert len(cached) == 4  # 2 seeds x (train, test)
     again = run_eval(EvalConfig("mocov2_resnet50", "retinamnist", seeds=2, max_train=64, max_test=64,
                                 label_fraction=0.5))
@@ -426,7 +426,7 @@ def test_grad_cam(tmp_path: Path) -> None:
 
 
 def test_training_flips_keep_image_and_mask_aligned() -> None:
-    from zoo.train.evaluate import _random_flips
+    from zoo.eval.harness import _random_flips
 
     x = torch.rand(16, 3, 8, 8)
     y = x[:, :1] > 0.5

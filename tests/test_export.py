@@ -99,7 +99,7 @@ def test_pretrained_weights_provenance_in_metadata(tmp_path: Path, register_weig
     path = tmp_path / "m.onnx"
     export_onnx("pcrl_unet3d_small.test", path, input_size=16)
     meta = read_metadata(path)
-    from zoo._hub import sha256_file
+    from zoo._io import sha256_file
 
     assert meta["model"] == "pcrl_unet3d_small.test" and meta["tag"] == "test"
     assert meta["weights"] == "pretrained" and meta["weights_sha256"] == sha256_file(weights)

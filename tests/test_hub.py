@@ -25,9 +25,12 @@ from huggingface_hub import ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
 import zoo
-from zoo import _hub, _registry, cli
-from zoo._hub import IntegrityError, WeightsNotFoundError, resolve_weights
-from zoo._registry import list_models, register_pretrained
+from zoo import cli
+from zoo import hub as _hub
+from zoo.hub import IntegrityError, WeightsNotFoundError, resolve_weights
+from zoo.hub import integrity as _integrity
+from zoo.meta import registry as _registry
+from zoo.meta.registry import list_models, register_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCH = "genesis_unet3d"
@@ -138,8 +141,8 @@ def test_download_then_warm_load_makes_no_request_and_does_not_rehash(
 
     online.clear_log()
     hashed: list[Path] = []
-    real = _hub.sha256_file
-    monkeypatch.setattr(_hub, "sha256_file", lambda p: hashed.append(Path(p)) or real(p))
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", lambda p: hashed.append(Path(p)) or real(p))
     model = zoo.create_model(name, pretrained=True)
     assert _same_weights(model, data)
     assert online.requests() == []  # zero requests
@@ -303,8 +306,8 @@ def test_url_source_refuses_wrong_bytes_and_keeps_nothing(
 _WORKER = """
 import json, os, sys, time
 from pathlib import Path
-from zoo._registry import list_models, register_pretrained
-from zoo._hub import download
+from zoo.meta.registry import list_models, register_pretrained
+from zoo.hub import download
 spec = json.loads(sys.argv[1])
 name = spec.pop("_name")
 list_models()
@@ -488,7 +491,7 @@ def test_local_dir_round_trip_and_timm(tmp_path: Path) -> None:
 
 
 def test_timm_equivalence_is_checked_not_assumed() -> None:
-    from zoo._hf import _timm_architecture
+    from zoo.export.huggingface import _timm_architecture
 
     with torch.device("meta"):
         bit = zoo.create_model("swcl_resnetv2_50x1")

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo import PretrainedCfg
-from zoo._hub import sha256_file
+from zoo._io import sha256_file
 from zoo.cli import main as cli_main
 from zoo.data.datasets import DatasetError, ImageFolderDataset
 from zoo.data.paths import data_root
@@ -30,8 +30,8 @@ from zoo.methods._common import (
     shuffle_bn_forward,
 )
 from zoo.methods.base import SSLMethod
+from zoo.report import load_pretrain_log
 from zoo.train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
-from zoo.train.report import load_pretrain_log
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS_2D = [("simclr", "simclr_resnet18", {}), ("mocov2", "mocov2_resnet18", {"queue_size": 8, "momentum": 0.99})]

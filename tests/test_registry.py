@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import zoo
-from zoo._pretrained import PretrainedCfg, validate_cfg
-from zoo._registry import get_arch_entry
+from zoo.meta.cfg import PretrainedCfg, validate_cfg
+from zoo.meta.registry import get_arch_entry
 
 REQUIRED_ARCHS = [
     "pcrl_resnet18", "pcrl_unet3d", "pcrlv2_resnet18", "pcrlv2_unet3d", "swcl_resnet18",
@@ -76,7 +76,7 @@ def test_unknown_names_suggest_close_ones() -> None:
 
 
 def test_register_model_decorator_adds_a_user_model() -> None:
-    from zoo import _registry
+    from zoo.meta import registry as _registry
 
     @zoo.register_model
     def my_tiny_model(pretrained: bool = False, **kwargs):  # noqa: ANN202

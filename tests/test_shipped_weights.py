@@ -16,8 +16,9 @@ import pytest
 from safetensors import safe_open
 
 import zoo
-from zoo._hub import repo_weights_dir, sha256_file
-from zoo.train.report import (
+from zoo._io import sha256_file
+from zoo.hub import repo_weights_dir
+from zoo.report import (
     card_block,
     gradcam_info,
     load_pretrain_log,

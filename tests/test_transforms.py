@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo._pretrained import IMAGENET_MEAN
 from zoo.data.paths import data_root
 from zoo.data.transforms import _warned
+from zoo.meta.cfg import IMAGENET_MEAN
 
 
 def _xray() -> Image.Image:

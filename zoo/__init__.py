@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._pretrained import Intensity, PretrainedCfg
-from ._registry import (
+from .meta.cfg import Intensity, PretrainedCfg
+from .meta.registry import (
     UnknownModelError,
     get_pretrained_cfg,
     is_model,
@@ -23,16 +23,16 @@ from ._registry import (
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": "zoo._builder",
-    "CheckpointError": "zoo._builder",
+    "create_model": "zoo.models.builder",
+    "CheckpointError": "zoo.models.builder",
     "resolve_data_config": "zoo.data.transforms",
     "create_transform": "zoo.data.transforms",
     "ModelInputError": "zoo.models._contract",
-    "IntegrityError": "zoo._hub",
-    "WeightsNotFoundError": "zoo._hub",
+    "IntegrityError": "zoo.hub",
+    "WeightsNotFoundError": "zoo.hub",
     "export_onnx": "zoo.export",
-    "save_for_hf": "zoo._hf",
-    "push_to_hub": "zoo._hf",
+    "save_for_hf": "zoo.export.huggingface",
+    "push_to_hub": "zoo.export.huggingface",
 }
 
 __all__ = [

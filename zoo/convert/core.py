@@ -25,10 +25,11 @@ import torch
 from safetensors.torch import save_file
 
 from .. import __version__
-from .._builder import CheckpointError, create_model
-from .._hub import canonical_safetensors, sha256_file
-from .._pretrained import PretrainedCfg
-from .._registry import get_pretrained_cfg, is_model, list_pretrained, split_model_name
+from .._io import sha256_file
+from ..hub import canonical_safetensors
+from ..meta.cfg import PretrainedCfg
+from ..meta.registry import get_pretrained_cfg, is_model, list_pretrained, split_model_name
+from ..models.builder import CheckpointError, create_model
 from .layouts import Layout, get_layout
 
 __all__ = [

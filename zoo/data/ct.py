@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .datasets import DatasetError
+from .errors import DatasetError
 
 __all__ = ["CTVolume", "load_ct", "window_hu", "resample", "CTCubeDataset", "find_volumes"]
 

@@ -28,6 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .augment import rgb_to_grayscale
+from .ct import CTCubeDataset
+from .errors import DatasetError
 
 __all__ = [
     "DatasetError",
@@ -45,10 +47,6 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
 _CACHE_LIMIT_BYTES = 4 << 30  # keep decoded sets up to 4 GiB in memory (uint8)
-
-
-class DatasetError(ValueError):
-    """A data path that cannot be used (missing, empty, wrong layout); the message names the fix."""
 
 
 def _list_images(root: Path) -> list[Path]:
@@ -431,8 +429,6 @@ def open_dataset(
     if kind == "nifti":
         if spatial_dims != 3:
             raise DatasetError(f"{p} holds CT volumes (3D) but the method is 2D; choose a 3D method/arch.")
-        from .ct import CTCubeDataset
-
         return CTCubeDataset(p, cube_size=cube_size, seed=seed, **kwargs)
     if spatial_dims != 2:
         raise DatasetError(f"{p} holds 2D images but the method is 3D; give a NIfTI folder or a 3D MedMNIST .npz.")

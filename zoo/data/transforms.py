@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._pretrained import Intensity, PretrainedCfg
-from .._registry import get_pretrained_cfg
+from ..meta.cfg import Intensity, PretrainedCfg
+from ..meta.registry import get_pretrained_cfg
 
 __all__ = ["DataConfig", "resolve_data_config", "create_transform", "ImageTransform", "VolumeTransform"]
 

@@ -17,7 +17,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .._registry import get_pretrained_cfg
 from ..data.augment import (
     CXR_AUG,
     MOCOV2_AUG,
@@ -28,6 +27,7 @@ from ..data.augment import (
     Augment2DConfig,
     normalize,
 )
+from ..meta.registry import get_pretrained_cfg
 
 __all__ = [
     "projection_mlp",

@@ -74,14 +74,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import __version__
-from .._hub import cache_dir, sha256_file
+from .._io import atomic_write, atomic_write_json, sha256_file
 from ..data.augment import Augment2D, Augment2DConfig, normalize, random_rot90
 from ..data.datasets import IMAGE_EXTENSIONS, DatasetError, fov_mask_files, read_fov_mask
 from ..data.patients import eye_side, patient_id
 from ..data.sampling import stratified_subset
+from ..eval.metrics import classification_metrics
+from ..hub import cache_dir
 from ..models.resnet import ResNet
-from ..train.metrics import classification_metrics
-from ..train.pretrain import _atomic_json, _atomic_write
 
 __all__ = [
     "POSITIONS",
@@ -508,7 +508,7 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    _atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
+    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
 
 
 def pseudo_labeller_stage(
@@ -549,7 +549,7 @@ def pseudo_labeller_stage(
         "wall_time_s": round(time.perf_counter() - t0, 2),
         "cpu_time_s": round(time.process_time() - c0, 2), "threads": torch.get_num_threads(),
     }
-    _atomic_json(folder / "meta.json", meta)
+    atomic_write_json(folder / "meta.json", meta)
     return folder, meta, False
 
 
@@ -591,7 +591,7 @@ def patch_stage(
         "mean_score": round(float(score_t.mean()), 6), "wall_time_s": round(time.perf_counter() - t0, 2),
         "cpu_time_s": round(time.process_time() - c0, 2), "threads": torch.get_num_threads(),
     }
-    _atomic_json(folder / "meta.json", meta)
+    atomic_write_json(folder / "meta.json", meta)
     return folder, meta, False
 
 

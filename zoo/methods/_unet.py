@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._builder import create_model
+from ..models.builder import create_model
 from ..models.unet2d import UNetResNet
 from ..models.unet3d import UNet3D
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .._registry import get_pretrained_cfg, split_model_name
 from ..data.datasets import open_dataset
 from ..data.pairs import SamePatientPairs
+from ..meta.registry import get_pretrained_cfg, split_model_name
 from .simclr import SimCLR
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .._builder import create_model
 from ..data.augment import Augment2DConfig
+from ..models.builder import create_model
 from ._common import (
     FeatureQueue,
     ViewMaker2D,

@@ -66,9 +66,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._registry import get_pretrained_cfg
 from ..data import augment as aug2d
 from ..data import augment3d as aug3d
+from ..meta.registry import get_pretrained_cfg
 from ._common import (
     FeatureQueue,
     is_distributed,

@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._builder import create_model
-from .._registry import get_pretrained_cfg
 from ..data import augment as aug2d
 from ..data import augment3d as aug3d
+from ..meta.registry import get_pretrained_cfg
+from ..models.builder import create_model
 from ..models.resnet import ResNet
 from ..models.unet2d import _DECODER_CHS, DecoderBlock
 from ._unet import build_unet, encode, export_unet

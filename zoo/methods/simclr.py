@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._builder import create_model
 from ..data.augment import Augment2DConfig
+from ..models.builder import create_model
 from ._common import ViewMaker2D, nt_xent, projection_mlp
 from .base import SSLMethod
 

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .._builder import create_model
 from ..data.augment import Augment2DConfig
+from ..models.builder import create_model
 from ._common import ViewMaker2D, concat_all_gather, gather_with_grad, is_distributed, projection_mlp
 from ._swcl_data import SWCLDataConfig, build_patch_dataset
 from .base import SSLMethod

@@ -1,1 +1,1 @@
-"""Model families, one file each; imported lazily by the registry (see ``zoo._catalog``)."""
+"""Model families, one file each; imported lazily by the registry (see ``zoo.meta.catalog``)."""

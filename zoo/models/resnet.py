@@ -8,9 +8,9 @@ import torch
 from timm.models.resnet import BasicBlock, Bottleneck
 from timm.models.resnet import ResNet as _TimmResNet
 
-from .._builder import build_model_with_cfg
-from .._registry import register_model
+from ..meta.registry import register_model
 from ._contract import CheckedInputMixin
+from .builder import build_model_with_cfg
 
 __all__ = ["ResNet"]
 

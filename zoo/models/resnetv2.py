@@ -8,9 +8,9 @@ from typing import Any
 from timm.layers import StdConv2d
 from timm.models.resnetv2 import ResNetV2 as _TimmResNetV2
 
-from .._builder import build_model_with_cfg
-from .._registry import register_model
+from ..meta.registry import register_model
 from ._contract import CheckedInputMixin
+from .builder import build_model_with_cfg
 
 __all__ = ["ResNetV2"]
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._builder import build_model_with_cfg
-from .._registry import register_model
+from ..meta.registry import register_model
 from ._contract import check_input
+from .builder import build_model_with_cfg
 from .resnet import ResNet
 
 __all__ = ["UNetResNet"]

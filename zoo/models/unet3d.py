@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from .._builder import build_model_with_cfg
-from .._registry import register_model
+from ..meta.registry import register_model
 from ._contract import check_input
+from .builder import build_model_with_cfg
 
 __all__ = ["BatchStatsNorm3d", "UNet3DEncoder", "UNet3D", "NORMS"]
 

@@ -37,14 +37,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from .._builder import create_model
-from .._hub import sha256_file
+from .._io import atomic_write, atomic_write_json, sha256_file
 from .._machine import cpu_info
-from .._pretrained import Intensity, validate_cfg
-from .._registry import get_pretrained_cfg, split_model_name
 from ..data.datasets import open_dataset
+from ..meta.cfg import Intensity, validate_cfg
+from ..meta.registry import get_pretrained_cfg, split_model_name
 from ..methods import get_method
 from ..methods.base import SSLMethod
+from ..models.builder import create_model
 
 __all__ = [
     "PretrainConfig", "PretrainResult", "PretrainError", "pretrain", "parse_hparams", "prepare_method", "train_step",
@@ -358,18 +358,6 @@ def _cosine(warmup: int, total: int) -> Any:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1, sort_keys=True)))
-
-
 def _rng_states(gen: torch.Generator, d: _Dist) -> list[tuple[torch.Tensor, torch.Tensor]]:
     mine = (gen.get_state(), torch.get_rng_state())
     if d.world == 1:
@@ -401,7 +389,7 @@ def _save_checkpoint(
         tensors[f"rng.{r}.generator"] = g_state
         tensors[f"rng.{r}.torch"] = t_state
     stem = f"step_{step:08d}"
-    _atomic_write(ckpt / f"{stem}.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write(ckpt / f"{stem}.safetensors", lambda p: save_file(tensors, str(p)))
     meta = {
         "step": step,
         "world_size": d.world,
@@ -412,8 +400,8 @@ def _save_checkpoint(
         "tensors": f"{stem}.safetensors",
         "sha256": sha256_file(ckpt / f"{stem}.safetensors"),
     }
-    _atomic_json(ckpt / f"{stem}.json", meta)
-    _atomic_json(ckpt / "latest.json", {"step": step, "checkpoint": f"{stem}.json"})
+    atomic_write_json(ckpt / f"{stem}.json", meta)
+    atomic_write_json(ckpt / "latest.json", {"step": step, "checkpoint": f"{stem}.json"})
     olds = sorted(ckpt.glob("step_*.json"))[:-keep] if keep > 0 else []
     for old in olds:
         old.unlink(missing_ok=True)
@@ -489,7 +477,7 @@ def _export(
     weights = out / f"{method.arch}.safetensors"
     # one metadata key: safetensors writes a metadata map in arbitrary order, one entry keeps the bytes stable
     meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
-    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
     # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
     model_kwargs = _model_kwargs(method.hparams)
     create_model(method.arch, checkpoint_path=weights, **model_kwargs)
@@ -541,7 +529,7 @@ def _export(
     for p in problems:
         _logger.warning("registry entry incomplete: %s", p)
     cfg_path = out / "pretrained_cfg.json"
-    _atomic_json(cfg_path, entry.to_dict())
+    atomic_write_json(cfg_path, entry.to_dict())
     return weights, cfg_path, problems
 
 
@@ -674,7 +662,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         "threads": torch.get_num_threads(), "machine": cpu_info(),
     }
     if d.main:
-        _atomic_json(out / "run.json", run_info)
+        atomic_write_json(out / "run.json", run_info)
         _logger.info("pretraining %s on %s: %s, %d steps/epoch x %d epochs, %d process(es)", cfg.method, cfg.arch,
                      _describe(dataset), steps_per_epoch, cfg.epochs, d.world)
 
@@ -755,7 +743,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     if d.main:
         weights, cfg_path, problems = _export(out, method, cfg, dataset, spatial_dims, summary, total_steps)
         run_info.update(summary=summary, registry_problems=problems, finished=step >= total_steps)
-        _atomic_json(out / "run.json", run_info)
+        atomic_write_json(out / "run.json", run_info)
         _logger.info("done: step %d of %d, %.1f images/s, %.0f s; exported %s", step, total_steps,
                      summary["images_per_s"] or 0.0, wall, weights)
     if d.world > 1:

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._pretrained import Intensity
-from ._registry import declare_model, register_pretrained
+from ..cfg import Intensity
+from ..registry import declare_model, register_pretrained
 
 __all__: list[str] = []
 

@@ -3,7 +3,7 @@
 - :func:`results_to_metrics`: the ``metrics`` dict of a :class:`~zoo.PretrainedCfg` (checkpoint vs
   random init, mean and std over seeds, keyed ``task/protocol/percent``);
 - :func:`results_table_markdown`: results vs random init, then the published anchors of each task
-  (:mod:`zoo.train.anchors`);
+  (:mod:`zoo.report.anchors`);
 - :func:`robustness_table_markdown`: the metric under each corruption and severity, both arms;
 - :func:`plot_label_fractions`: a PNG of the headline metric vs label fraction (matplotlib, Agg);
 - :func:`gradcam_markdown`: a ``zoo gradcam`` figure with the command that drew it;
@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_text
+from .._plot import gradcam_info, pyplot, save_figure
 from .anchors import SOURCES, anchors_for
 
 __all__ = [
@@ -30,9 +32,6 @@ __all__ = [
     "anchors_table_markdown",
     "robustness_table_markdown",
     "plot_label_fractions",
-    "pyplot",
-    "save_figure",
-    "gradcam_metadata",
     "gradcam_info",
     "gradcam_markdown",
     "model_card_results",
@@ -180,26 +179,6 @@ def robustness_table_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str
     return "\n".join(out)
 
 
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures are written to files)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120,
-                metadata: dict[str, str] | None = None) -> Path:
-    """Write ``fig`` (parent directories created) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, metadata=metadata)
-    pyplot().close(fig)
-    return path
-
-
 def plot_label_fractions(items: ResultsLike | Iterable[ResultsLike], path: str | os.PathLike[str],
                          title: str | None = None) -> Path:
     """A PNG of each (task, protocol)'s headline metric vs label fraction, checkpoint vs random init (one pair of
@@ -289,21 +268,6 @@ def plot_pretrain_log(log: str | os.PathLike[str] | list[dict[str, Any]], path: 
     return save_figure(fig, path)
 
 
-def gradcam_metadata(command: str, sha256: str | None) -> dict[str, str]:
-    """The PNG text chunks of a ``zoo gradcam`` figure: the command that drew it and the weights' sha256."""
-    return {"Source": command, "Description": f"checkpoint sha256 {sha256 or 'none'}"}
-
-
-def gradcam_info(png: str | os.PathLike[str]) -> tuple[str, str | None]:
-    """``(command, sha256)`` recorded in a ``zoo gradcam`` figure (empty command / None when absent)."""
-    from PIL import Image
-
-    with Image.open(png) as img:
-        command, desc = img.info.get("Source", ""), img.info.get("Description", "")
-    sha = desc.removeprefix("checkpoint sha256 ") if desc.startswith("checkpoint sha256 ") else None
-    return command, None if sha == "none" else sha
-
-
 def gradcam_markdown(png: str | os.PathLike[str]) -> str:
     """The Grad-CAM subsection of a figure drawn by ``zoo gradcam`` (the command is read from the PNG)."""
     command, _ = gradcam_info(png)
@@ -362,10 +326,7 @@ def update_card(card: str | os.PathLike[str], name: str, block: str) -> Path:
     text = path.read_text()
     i, j = _block_span(text, name, path)
     text = text[:i] + "\n\n" + block.strip("\n") + "\n\n" + text[j:]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text, fsync=False)
 
 
 def card_block(card: str | os.PathLike[str], name: str) -> str:

@@ -53,6 +53,14 @@ class Intensity:
         """A CT window mapped to [0, 1]."""
         return Intensity(kind="hu_window", mean=None, std=None, hu_min=hu_min, hu_max=hu_max)
 
+    def describe(self) -> str:
+        """One line for humans: what the preprocessing does to raw intensities."""
+        if self.kind == "mean_std":
+            return f"scale to [0, 1], then normalise: mean {self.mean}, std {self.std}"
+        if self.kind == "hu_window":
+            return f"CT window [{self.hu_min:g}, {self.hu_max:g}] HU -> [0, 1]"
+        return {"zscore": "per-image z-score", "unit": "scale to [0, 1]"}[self.kind]
+
 
 @dataclass(frozen=True)
 class PretrainedCfg:

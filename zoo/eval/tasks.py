@@ -10,7 +10,7 @@ task                   data (under ``zoo.data.paths.data_root()``)  model       
 =====================  ==========================================  ===========  ==================
 
 A task loads uint8 arrays (:class:`Split`) and says how a model's preprocessing applies to them
-(:meth:`Task.data_config`); the harness (:mod:`zoo.train.evaluate`) does the rest.
+(:meth:`Task.data_config`); the harness (:mod:`zoo.eval.harness`) does the rest.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._pretrained import Intensity, PretrainedCfg
 from ..data.datasets import ImageFolderDataset, MedMNISTDataset
 from ..data.paths import data_path
 from ..data.sampling import stratified_subset
 from ..data.segmentation import drive_files, load_drive
 from ..data.transforms import DataConfig, resolve_data_config
+from ..meta.cfg import Intensity, PretrainedCfg
 
 __all__ = ["Split", "Task", "TASKS", "get_task"]
 
@@ -60,7 +60,7 @@ class Task:
     default_batch_size: int
     flip_dims: tuple[int, ...]  # spatial axes flipped at random in fine-tuning (0 = first spatial axis)
     description: str
-    anchor_key: str  # which published anchors compare (see zoo.train.anchors)
+    anchor_key: str  # which published anchors compare (see zoo.report.anchors)
     classes: tuple[str, ...] = ()  # class names, in label order
 
     @property

@@ -19,9 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ._hub import is_hub_name, resolve_hub_model, resolve_weights
-from ._pretrained import PretrainedCfg
-from ._registry import get_model_entrypoint, get_pretrained_cfg
+from ..hub import is_hub_name, resolve_hub_model, resolve_weights
+from ..meta.cfg import PretrainedCfg
+from ..meta.registry import get_model_entrypoint, get_pretrained_cfg
 
 __all__ = [
     "CheckpointError",

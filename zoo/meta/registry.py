@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._pretrained import PretrainedCfg
+from .cfg import PretrainedCfg
 
 __all__ = [
     "UnknownModelError",
@@ -60,7 +60,7 @@ def _ensure_catalog() -> None:
         with _lock:
             if not _catalog_loaded:
                 _catalog_loaded = True
-                importlib.import_module("zoo._catalog")
+                importlib.import_module("zoo.meta.catalog")
 
 
 def declare_model(name: str, module: str, description: str, **base: Any) -> None:
@@ -75,7 +75,7 @@ def declare_model(name: str, module: str, description: str, **base: Any) -> None
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator binding an entry function ``fn(pretrained=False, **kwargs) -> nn.Module``.
 
-    The function's name is the architecture name. Built-ins are declared in ``zoo._catalog``;
+    The function's name is the architecture name. Built-ins are declared in ``zoo.meta.catalog``;
     a new name (a user's own model) is registered with default metadata from its docstring.
     """
     name = fn.__name__

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._plot import gradcam_metadata, pyplot, save_figure
 from ..data.sampling import stratified_subset
-from .evaluate import EvalConfig, build_classifier, prepare_context
+from .harness import EvalConfig, build_classifier, prepare_context
 from .probe import LogisticRegression
-from .report import gradcam_metadata, pyplot, save_figure
 from .tasks import get_task
 
 __all__ = ["grad_cam", "gradcam_figure", "GRADCAM_DEFAULT_SIZE", "GRADCAM_DEFAULT_SIZE_3D"]

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from ._pretrained import PretrainedCfg
-from ._registry import get_pretrained_cfg, split_model_name
+from .. import __version__
+from ..meta.cfg import PretrainedCfg
+from ..meta.registry import get_pretrained_cfg, split_model_name
 
 __all__ = [
     "ExportError",
@@ -257,7 +257,7 @@ def _spread(items: Sequence[Path], n: int) -> list[Path]:
 
 
 def _default_image_files(cfg: PretrainedCfg, split: str, n: int) -> tuple[list[Path], str]:
-    from .data.paths import data_path
+    from ..data.paths import data_path
 
     if cfg.modality == "fundus":
         files = _image_files(data_path("fundus", "eyepacs", "images"))
@@ -273,7 +273,7 @@ def _default_image_files(cfg: PretrainedCfg, split: str, n: int) -> tuple[list[P
 
 
 def _default_volume_files(split: str) -> tuple[list[Path], str]:
-    from .data.paths import data_path
+    from ..data.paths import data_path
 
     name = "lungdx_a0001_series2.nii.gz" if split == "verify" else "lungdx_a0001_series3.nii.gz"
     return [data_path("ct", "volumes", name)], f"cubes from the chest CT {name}"
@@ -283,7 +283,7 @@ def _image_inputs(files: Sequence[Path], cfg: PretrainedCfg, input_size: tuple[i
     """Images through the model's own preprocessing (:func:`zoo.create_transform`) at ``input_size``."""
     from PIL import Image
 
-    from .data.transforms import create_transform, resolve_data_config
+    from ..data.transforms import create_transform, resolve_data_config
 
     transform = create_transform(resolve_data_config(cfg, input_size=input_size))
     out = []
@@ -304,7 +304,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 def _volume_cubes(path: Path, cfg: PretrainedCfg, input_size: tuple[int, ...], n: int) -> list[np.ndarray]:
     """The ``n`` most textured of a 5x5x5 grid of cubes from a NIfTI CT, each through the model's own
     preprocessing (resampled to its voxel spacing, HU-windowed, cropped to ``input_size``)."""
-    from .data.transforms import create_transform, resolve_data_config
+    from ..data.transforms import create_transform, resolve_data_config
 
     volume, spacing = _read_nifti(path)
     if volume.ndim != 3:
@@ -394,8 +394,9 @@ def _resolve_model(
         return model, cfg, None
     if not isinstance(model_or_name, str):
         raise ExportError(f"model_or_name must be a zoo model name or an nn.Module, got {type(model_or_name).__name__}")
-    from ._builder import create_model
-    from ._hub import resolve_weights, sha256_file, verify_file
+    from .._io import sha256_file
+    from ..hub import resolve_weights, verify_file
+    from ..models.builder import create_model
 
     cfg = get_pretrained_cfg(model_or_name)  # UnknownModelError names the closest models
     tag = split_model_name(model_or_name)[1]

@@ -1,11 +1,11 @@
 """The evaluation harness: ``zoo eval NAME --task TASK --protocol linear|finetune``.
 
 For a model name (``arch`` or ``arch.tag``, or ``arch`` + ``checkpoint_path``) and a task of
-:mod:`zoo.train.tasks`, every seed runs the protocol twice, from the checkpoint and from random init
+:mod:`zoo.eval.tasks`, every seed runs the protocol twice, from the checkpoint and from random init
 with the same seed, budget and hyperparameters, so each result is a pair:
 
 - ``linear`` (classification): the backbone is frozen; pooled features are extracted once (cached on
-  disk per checkpoint sha256, task, input and split) and a logistic regression (:mod:`zoo.train.probe`)
+  disk per checkpoint sha256, task, input and split) and a logistic regression (:mod:`zoo.eval.probe`)
   is fitted on the labelled subset;
 - ``finetune`` (classification): the whole network with a new head, AdamW, cosine schedule, a few epochs;
 - segmentation (``drive_vessels``): a U-Net built from the checkpoint (:func:`build_segmentation_model`)
@@ -13,8 +13,8 @@ with the same seed, budget and hyperparameters, so each result is a pair:
   trains everything. F1 and AUC are pooled over the test pixels inside the FOV masks.
 
 ``label_fraction`` keeps a stratified, seeded subset of the training labels (different per seed).
-Optionally the test metrics under corruptions (:mod:`zoo.train.robustness`). :func:`run_eval` returns
-a JSON-ready results dict (:func:`save_results`); :mod:`zoo.train.report` turns it into registry
+Optionally the test metrics under corruptions (:mod:`zoo.eval.robustness`). :func:`run_eval` returns
+a JSON-ready results dict (:func:`save_results`); :mod:`zoo.report` turns it into registry
 metrics and model-card tables.
 """
 
@@ -40,13 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from .._builder import create_model
-from .._hub import cache_dir, resolve_weights, sha256_file
-from .._pretrained import Intensity, PretrainedCfg
-from .._registry import get_arch_entry, get_pretrained_cfg
+from .._io import atomic_write, sha256_file
 from ..data.augment import random_flip
 from ..data.sampling import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
+from ..hub import cache_dir, resolve_weights
+from ..meta.cfg import Intensity, PretrainedCfg
+from ..meta.registry import get_arch_entry, get_pretrained_cfg
+from ..models.builder import create_model
 from .metrics import classification_metrics, segmentation_metrics, summarize
 from .probe import L2_GRID, LogisticRegression
 from .robustness import CORRUPTIONS, corrupt
@@ -270,10 +271,11 @@ def extract_features(model: nn.Module, images: torch.Tensor | np.ndarray, prep: 
             "(e.g. pcrl_resnet18, pcrl_unet3d), not a segmentation model, for classification tasks"
         )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as fh:
+                np.save(fh, feats, allow_pickle=False)
+
+        atomic_write(path, save, fsync=False)
     return feats
 
 

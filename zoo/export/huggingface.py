@@ -24,20 +24,20 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ._hub import (
+from .._io import atomic_write, sha256_file
+from ..hub import (
     CARD_NAME,
     CONFIG_NAME,
     WEIGHTS_NAME,
-    _copy_verified,
+    copy_verified,
     hf_endpoint,
     is_hub_name,
     offline_mode,
     resolve_hub_model,
     resolve_weights,
-    sha256_file,
 )
-from ._pretrained import PretrainedCfg
-from ._registry import get_arch_entry, get_pretrained_cfg
+from ..meta.cfg import PretrainedCfg
+from ..meta.registry import get_arch_entry, get_pretrained_cfg
 
 __all__ = ["save_for_hf", "push_to_hub"]
 
@@ -155,12 +155,7 @@ def _save_state_dict(model: nn.Module, dst: Path) -> PretrainedCfg:
         raise ValueError(f"{cfg.name}: the architecture arguments {cfg.arch_kwargs} cannot be written to "
                          f"config.json ({err}); create the model with JSON-friendly arguments") from err
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dst, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}), fsync=False)
     # the file is new: the registry's measured results, recipe and upstream file no longer describe it
     # (licences and origin stay: weights derived from a checkpoint keep its terms)
     return cfg.replace(num_classes=int(getattr(model, "num_classes", cfg.num_classes)),
@@ -177,7 +172,7 @@ def _copy_registered(name: str, dst: Path) -> PretrainedCfg:
             raise ValueError(f"{name} has no registered weights; pass a model (zoo.create_model(...)) to "
                              f"publish your own, or pick a name from `zoo list --pretrained`")
         src = resolve_weights(cfg)
-    _copy_verified(src, dst, cfg.sha256, cfg.file_size)  # byte for byte: the registered sha256 still holds
+    copy_verified(src, dst, cfg.sha256, cfg.file_size)  # byte for byte: the registered sha256 still holds
     return cfg
 
 
@@ -214,7 +209,7 @@ def save_for_hf(
     shapes = _file_shapes(weights)
     timm_arch = _timm_architecture(cfg, shapes) if cfg.spatial_dims == 2 else None
     config = _timm_config(cfg, *timm_arch[:2]) if timm_arch else _zoo_config(cfg)
-    from . import __version__
+    from .. import __version__
 
     config["zoo"] = {"format": 1, "name": cfg.name, "zoo_version": __version__, "pretrained_cfg": cfg.to_dict()}
     text = json.dumps(config, indent=2)
@@ -235,7 +230,6 @@ def _hf_license(text: str) -> tuple[str, str | None]:
 def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, int, str] | None, n_params: int) -> str:
     from huggingface_hub import ModelCardData
 
-    from .cli import _format_intensity
 
     license_id, license_name = _hf_license(cfg.license_weights)
     tags = ["zoo", "medical-imaging", "self-supervised", f"{cfg.spatial_dims}d", cfg.method, cfg.modality]
@@ -280,7 +274,7 @@ def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, i
         f"- input: {cfg.in_chans} channel(s), size {tuple(cfg.input_size)}"
         + (f", voxel spacing {tuple(cfg.voxel_spacing)} mm" if cfg.voxel_spacing else "")
         + ("; layout (N, C, X, Y, Z), slice axis last" if cfg.spatial_dims == 3 else "; layout (N, C, H, W)"),
-        f"- intensity: {_format_intensity(cfg)}",
+        f"- intensity: {cfg.intensity.describe()}",
         f"- resize: {cfg.interpolation} interpolation, crop fraction {cfg.crop_pct}",
         "- `zoo.create_transform(zoo.resolve_data_config(model))` builds this pipeline.",
         "", "## Usage", "", "zoo:", "", "```python", "import torch, zoo",

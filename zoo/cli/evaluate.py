@@ -1,0 +1,136 @@
+"""zoo eval / gradcam / report: the evaluation harness and its results (torch imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._common import CliError
+
+__all__ = ["add_parsers"]
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from ..eval.harness import EvalConfig, default_output_path, run_eval, save_results
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = EvalConfig(
+        model=args.name, task=args.task, protocol=args.protocol, label_fraction=args.label_fraction,
+        seeds=args.seeds, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, max_train=args.max_train, max_test=args.max_test,
+        checkpoint_path=args.checkpoint_path, robustness=args.robustness, cache=not args.no_cache,
+    )
+    try:
+        results = run_eval(config, invocation=shlex.join(["zoo", *getattr(args, "argv", sys.argv[1:])]))
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    out = save_results(results, args.out or default_output_path(config))
+    for arm, run in results["runs"].items():
+        cells = ", ".join(f"{m.upper()} {run['mean'][m]:.4f} ± {run['std'][m]:.4f}" for m in results["metrics"])
+        print(f"{arm:<12} {cells}")
+    print(f"{len(results['seeds'])} seed(s), {results['wall_time_s']:.1f} s; results written to {out}")
+    return 0
+
+
+def _cmd_gradcam(args: argparse.Namespace) -> int:
+    from ..eval.gradcam import gradcam_figure
+
+    try:
+        path = gradcam_figure(args.name, args.task, args.output, n_images=args.n_images, img_size=args.img_size,
+                              checkpoint_path=args.checkpoint_path, max_train=args.max_train, seed=args.seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    print(f"Grad-CAM figure written to {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .. import report
+
+    try:
+        results = report.load_results(args.results)
+        if args.plot:
+            report.plot_label_fractions(results, args.plot)
+        if args.metrics:
+            print(json.dumps(report.results_to_metrics(results), indent=2))
+            return 0
+        text = report.model_card_results(results, plot_path=args.plot, gradcam_path=args.gradcam)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    if args.markdown:
+        from pathlib import Path
+
+        Path(args.markdown).write_text(text)
+        print(f"markdown written to {args.markdown}")
+    elif not args.card:
+        print(text)
+    if args.card:
+        names = sorted({r["model"] for r in results})
+        if len(names) != 1:
+            raise CliError(f"--card needs the results of one checkpoint, got {names}")
+        try:
+            report.update_card(args.card, names[0], text)
+        except (ValueError, FileNotFoundError) as err:
+            raise CliError(str(err)) from err
+        print(f"{args.card}: results block of {names[0]} updated")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"label fraction must be in (0, 1], e.g. 0.01, 0.1 or 1; got {text}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from ..eval import TASK_NAMES
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a downstream task, paired with random init")
+    p.add_argument("name", help="arch or arch.tag (see `zoo list`)")
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    p.add_argument("--protocol", choices=("linear", "finetune"), default="linear",
+                   help="linear: frozen backbone + logistic regression (segmentation: frozen encoder); "
+                   "finetune: the whole network")
+    p.add_argument("--label-fraction", type=_fraction, default=1.0, help="fraction of training labels (stratified)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
+    p.add_argument("--epochs", type=int, help="fine-tuning / segmentation epochs (default: per task)")
+    p.add_argument("--img-size", type=int, help="input size (default: per task; crop size for segmentation)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (finetune, segmentation)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--max-train", type=int, help="keep a stratified subset of this many training samples")
+    p.add_argument("--max-test", type=int, help="keep a stratified subset of this many test samples")
+    p.add_argument("--checkpoint-path", help="a local safetensors file for NAME (instead of registered weights)")
+    p.add_argument("--robustness", action="store_true", help="also score blurred, noisy, low-contrast and JPEG test images")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--out", help="results JSON (default: results/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("gradcam", help="Grad-CAM figure of a few test images, checkpoint vs random init")
+    p.add_argument("name")
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    p.add_argument("-o", "--output", required=True, help="PNG path")
+    p.add_argument("--n-images", type=int, default=4)
+    p.add_argument("--img-size", type=int, help="input size (default 224 px; 64^3 voxels for 3D tasks)")
+    p.add_argument("--checkpoint-path")
+    p.add_argument("--max-train", type=int, help="fit the linear probe on this many training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_gradcam)
+
+    p = sub.add_parser("report", help="results files -> model-card markdown, plot, or registry metrics")
+    p.add_argument("results", nargs="+", help="JSON files written by `zoo eval`")
+    p.add_argument("--markdown", help="write the markdown here instead of printing it")
+    p.add_argument("--plot", help="also write a PNG of the metric vs label fraction")
+    p.add_argument("--gradcam", help="a PNG drawn by `zoo gradcam` to show (with its command) in the markdown")
+    p.add_argument("--card", help="replace the checkpoint's block in this model card (between its "
+                                  "'<!-- zoo report NAME: begin/end -->' lines)")
+    p.add_argument("--metrics", action="store_true", help="print the registry `metrics` dict (JSON) instead")
+    p.set_defaults(func=_cmd_report)

@@ -1,0 +1,88 @@
+"""zoo pretrain: a self-supervised method on a folder of images or CT volumes."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import CliError
+
+__all__ = ["add_parsers"]
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+
+    from ..data.datasets import DatasetError
+    from ..train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    argv = shlex.join(args.argv)
+    command = f"torchrun --nproc_per_node={world} -m zoo.cli {argv}" if world > 1 else f"zoo {argv}"
+    spacing = None if args.spacing == ["native"] else tuple(float(s) for s in args.spacing)
+    try:
+        if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
+            raise CliError(f"--spacing needs 3 positive values (mm) or 'native', got {args.spacing}")
+        cfg = PretrainConfig(
+            method=args.method, arch=args.arch, data=args.data, out=args.out, img_size=args.img_size,
+            cube_size=tuple(args.cube_size), spacing=spacing, samples_per_volume=args.samples_per_volume,
+            data_kind=args.data_kind, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
+            warmup_steps=args.warmup_steps, init_from=args.init_from, bn_only=args.bn_only, seed=args.seed,
+            resume=args.resume, max_steps=args.max_steps, workers=args.workers, ckpt_every=args.ckpt_every,
+            channels_last=args.channels_last, fp16=args.fp16, hparams=parse_hparams(args.hparam),
+            progress=not args.no_progress, tag=args.tag, modality=args.modality,
+            license_data=args.license_data, license_weights=args.license_weights, command=command,
+        )
+        result = pretrain(cfg)
+    except (PretrainError, DatasetError, ValueError) as err:
+        raise CliError(str(err)) from err
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{result.steps}/{result.total_steps} steps, {result.images_per_s:.1f} images/s, "
+              f"{result.wall_time_s:.0f} s")
+        print(f"weights: {result.weights}\nconfig:  {result.pretrained_cfg}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (also under torchrun for DDP)",
+                       description="Pretrain a backbone with a self-supervised method; writes a log, "
+                                   "resumable checkpoints, <arch>.safetensors and pretrained_cfg.json to --out.")
+    p.add_argument("--method", required=True, help="simclr, mocov2, pcrl, pcrlv2, genesis, ...")
+    p.add_argument("--arch", required=True, help="a zoo architecture, e.g. simclr_resnet18, pcrl_unet3d")
+    p.add_argument("--data", required=True, help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/simclr_kermany")
+    p.add_argument("--data-kind", default="auto", choices=["auto", "folder", "fundus", "medmnist", "nifti"])
+    p.add_argument("--img-size", type=int, default=224, help="2D image size (default 224)")
+    p.add_argument("--cube-size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"),
+                   help="3D cube size in voxels (default 64 64 32)")
+    p.add_argument("--spacing", nargs="+", default=["1", "1", "1"],
+                   help="CT voxel spacing in mm to resample to (3 values, default 1 1 1) or 'native'")
+    p.add_argument("--samples-per-volume", type=int, default=64, help="CT cubes per volume per epoch")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32, help="per process")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's recipe)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the method's recipe")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up before the cosine schedule")
+    p.add_argument("--init-from", default=None,
+                   help="HPT: start the backbone from a zoo checkpoint (arch.tag), a .safetensors file or a run dir")
+    p.add_argument("--bn-only", action="store_true", help="with --init-from: train only the backbone's norm layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every K steps (and at each epoch end)")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="channels_last memory format (default: on)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--fp16", action="store_true", help="export the backbone in float16")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                   help="method hyper-parameter (JSON value), repeatable, e.g. --hparam queue_size=4096")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tag", default=None, help="registry tag of the exported weights (default: from --out)")
+    p.add_argument("--modality", default=None, help="cxr, fundus, ct (default: guessed from --data)")
+    p.add_argument("--license-data", default="", help="licence of the pretraining data, for the registry entry")
+    p.add_argument("--license-weights", default="", help="licence of the weights, for the registry entry")
+    p.set_defaults(func=_cmd_pretrain)
