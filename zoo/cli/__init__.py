@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -28,12 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_deprecations() -> None:
+    """Old model names still work from the command line; say so on one line each (Python hides them by default)."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"zoo: warning: {message}", file=sys.stderr)
+
+    warnings.simplefilter("default", DeprecationWarning)
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by commands that log how they were run
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    _show_deprecations()
     try:
         return int(args.func(args) or 0)
     except (UnknownModelError, CliError) as err:

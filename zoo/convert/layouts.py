@@ -114,13 +114,13 @@ LAYOUTS: dict[str, Layout] = {
             name="pcrlv2-2d",
             description="PCRLv2 2D (RL4M/PCRLv2, train_2d.py): {'opt', 'state_dict', 'optimizer', 'epoch'}; "
             "state_dict = the smp ResNet-18 encoder (torchvision names, no fc, no prefix)",
-            archs=("pcrlv2_resnet18",),
+            archs=("resnet18",),
         ),
         Layout(
             name="pcrlv2-3d",
             description="PCRLv2 3D (RL4M/PCRLv2, train_3d.py): {'opt', 'state_dict', 'optimizer', 'epoch'}; "
             "state_dict = the full PCRLv23d (encoder + decoder without skips + per-level heads, 169 keys)",
-            archs=("pcrlv2_unet3d_seg", "pcrlv2_unet3d"),
+            archs=("unet3d_seg", "unet3d"),
             drops=(_PCRLV2_3D_HEADS,),
             verified_keys=False,
         ),
@@ -128,7 +128,7 @@ LAYOUTS: dict[str, Layout] = {
             name="swcl-resnet18",
             description="SWCL ResNet-18 (BPYap/SWCL, pytorch_model.bin): a plain state dict, "
             "encoder.* (torchvision names) + projection_network.*",
-            archs=("swcl_resnet18",),
+            archs=("resnet18",),
             containers=((None, ""),),
             strip_prefixes=("module.", "encoder."),
             drops=(_SWCL_PROJECTION,),
@@ -137,7 +137,7 @@ LAYOUTS: dict[str, Layout] = {
             name="swcl-resnetv2-50x1",
             description="SWCL BiT ResNetV2-50x1 (BPYap/SWCL, pytorch_model.bin): a plain state dict, "
             "encoder.{root,body,head.gn}.* (BiT names) + projection_network.*",
-            archs=("swcl_resnetv2_50x1",),
+            archs=("resnetv2_50x1_bit",),
             containers=((None, ""),),
             strip_prefixes=("module.", "encoder."),
             drops=(_SWCL_PROJECTION,),
@@ -147,20 +147,20 @@ LAYOUTS: dict[str, Layout] = {
             name="genesis",
             description="Models Genesis (MrGiovanni/ModelsGenesis, Genesis_Chest_CT.pt): "
             "{'epoch', 'state_dict' (module.* UNet3D keys), 'optimizer_state_dict'}",
-            archs=("genesis_unet3d_seg", "genesis_unet3d"),
+            archs=("unet3d_seg", "unet3d"),
         ),
         Layout(
             name="pcrl-2d",
             description="PCRL 2D (Luchixiang/PCRL, pcrl.py): {'opt', 'state_dict' (encoder), 'decoder_state_dict', "
             "'contrast', 'optimizer', 'epoch', 'model_ema'}; the student encoder and decoder are kept",
-            archs=("pcrl_unet_resnet18", "pcrl_resnet18"),
+            archs=("unet_resnet18", "resnet18"),
             containers=(("state_dict", "encoder."), ("decoder_state_dict", "decoder.")),
         ),
         Layout(
             name="pcrl-3d",
             description="PCRL 3D (Luchixiang/PCRL, pcrl_3d.py): {'opt', 'state_dict' (full PCRLModel3d), "
             "'contrast', 'optimizer', 'epoch', 'model_ema'}; the norm is read from opt.norm",
-            archs=("pcrl_unet3d_seg", "pcrl_unet3d"),
+            archs=("unet3d_seg", "unet3d"),
             drops=(
                 Drop(r"^fc[12]\.", "PCRL projection head (GAP -> fc1 -> ReLU -> fc2)"),
                 Drop(r"^aug_fc[12]\.", "PCRL transformation-conditioned attention (aug_fc1 -> aug_fc2)"),
@@ -171,7 +171,7 @@ LAYOUTS: dict[str, Layout] = {
             name="openselfsup",
             description="OpenSelfSup / HPT MoCo v2: {'state_dict', 'meta' | 'author', ...}; backbone.* keys "
             "(or already extracted, no prefix) next to encoder_q/encoder_k/neck/queue",
-            archs=("mocov2_resnet50",),
+            archs=("resnet50",),
             strip_prefixes=("module.", "backbone."),
             drops=(
                 Drop(r"^encoder_[qk]\.", "MoCo query/key encoders (the query encoder duplicates backbone.*)"),

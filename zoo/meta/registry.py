@@ -5,7 +5,11 @@ listing and metadata never import torch; the implementing module binds its entry
 :func:`register_model` decorator when it is first imported, as in timm. User code may register new
 architectures with the decorator alone.
 
-Names are ``arch.tag``; a bare ``arch`` means its default tag (the first one registered).
+Names are ``network.tag`` (``resnet18.pcrl_kermany64``): the architecture is the network, the weights are
+its tag, carrying method, data and modality as metadata to filter on (:func:`list_pretrained`). A bare
+network name means its explicit default tag (``default=True``), or random weights if it has none.
+Old names (zoo 0.1's ``pcrl_resnet18.kermany64``) are aliases (:func:`declare_alias`) that resolve with a
+DeprecationWarning naming the new name.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +29,9 @@ from .cfg import PretrainedCfg
 __all__ = [
     "UnknownModelError",
     "declare_model",
+    "declare_alias",
+    "resolve_name",
+    "list_aliases",
     "register_model",
     "register_pretrained",
     "split_model_name",
@@ -32,6 +41,7 @@ __all__ = [
     "get_arch_entry",
     "get_pretrained_cfg",
     "get_model_entrypoint",
+    "get_tags",
 ]
 
 
@@ -46,10 +56,22 @@ class _Arch:
     description: str
     base: PretrainedCfg  # defaults shared by all tags (input spec, heads, intensity)
     fn: Callable[..., Any] | None = None
-    tags: dict[str, PretrainedCfg] = field(default_factory=dict)  # insertion order: first = default
+    tags: dict[str, PretrainedCfg] = field(default_factory=dict)
+    default_tag: str | None = None  # what the bare name loads (explicit, as torchvision's DEFAULT)
+
+
+@dataclass(frozen=True)
+class _Alias:
+    """An old architecture name: a network, the method it was named after, what its bare name meant."""
+
+    network: str
+    method: str
+    bare: str
+    arch_kwargs: dict[str, Any]
 
 
 _archs: dict[str, _Arch] = {}
+_aliases: dict[str, _Alias] = {}
 _lock = threading.RLock()
 _catalog_loaded = False
 
@@ -94,24 +116,84 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def register_pretrained(name: str, *, default: bool = False, **fields: Any) -> PretrainedCfg:
-    """Register the ``arch.tag`` checkpoint ``name``: fields overlay the architecture's defaults.
+    """Register the weights ``network.tag``: ``fields`` overlay the network's defaults.
 
-    The first tag registered is the architecture's default (what a bare ``arch`` resolves to);
-    ``default=True`` puts this one first instead.
+    ``default=True`` makes this tag what the bare network name loads. An old name (``pcrl_resnet18.x``)
+    registers ``resnet18.pcrl_x`` with the method and network kwargs the old name implied.
     """
     arch_name, tag = split_model_name(name)
     if not tag:
-        raise ValueError(f"pretrained entry {name!r} needs a tag (arch.tag)")
+        raise ValueError(f"pretrained entry {name!r} needs a tag (network.tag)")
+    alias = _aliases.get(arch_name)
+    if alias is not None and arch_name not in _archs:
+        new = f"{alias.network}.{alias.method}_{tag}"
+        _warn_alias(name, new)
+        fields.setdefault("method", alias.method)
+        fields["arch_kwargs"] = {**alias.arch_kwargs, **fields.get("arch_kwargs", {})}
+        arch_name, tag = split_model_name(new)
     with _lock:
         arch = _archs.get(arch_name)
         if arch is None:
-            raise ValueError(f"declare architecture {arch_name!r} before its pretrained entries")
+            raise ValueError(f"declare network {arch_name!r} before its pretrained entries")
         if tag in arch.tags:
-            raise ValueError(f"pretrained entry {name!r} is registered twice")
+            raise ValueError(f"pretrained entry {arch_name}.{tag} is registered twice")
+        if default and arch.default_tag is not None:
+            raise ValueError(f"{arch_name} already has a default tag ({arch.default_tag}); one default per network")
         arch_kwargs = {**arch.base.arch_kwargs, **fields.pop("arch_kwargs", {})}
         cfg = arch.base.replace(tag=tag, arch_kwargs=arch_kwargs, **fields)
-        arch.tags = {tag: cfg, **arch.tags} if default else {**arch.tags, tag: cfg}
+        arch.tags[tag] = cfg
+        if default:
+            arch.default_tag = tag
     return cfg
+
+
+def declare_alias(old: str, network: str, method: str, bare: str, arch_kwargs: dict[str, Any] | None = None) -> None:
+    """Keep an old architecture name working: ``old`` -> ``bare``; ``old.tag`` -> ``network.method_tag``."""
+    with _lock:
+        if old in _archs or old in _aliases:
+            raise ValueError(f"alias {old!r} is already a name")
+        _aliases[old] = _Alias(network=network, method=method, bare=bare, arch_kwargs=dict(arch_kwargs or {}))
+
+
+def _caller_stacklevel() -> int:
+    """The stack level of the first frame outside zoo (and torch.hub's loader), for warnings."""
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (path.startswith(root) or path.endswith("hubconf.py") or "torch/hub.py" in path
+                or "importlib" in path):
+            return level
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_alias(old: str, new: str) -> None:
+    warnings.warn(f"{old!r} is a deprecated zoo 0.1 name: use {new!r} (the network is the architecture, the "
+                  "weights are its tag; `zoo list --pretrained` lists them)", DeprecationWarning,
+                  stacklevel=_caller_stacklevel())
+
+
+def list_aliases() -> list[str]:
+    """The old (zoo 0.1) architecture names that still resolve."""
+    _ensure_catalog()
+    with _lock:
+        return sorted(_aliases)
+
+
+def resolve_name(name: str, warn: bool = True) -> str:
+    """The current name of ``name``: itself, or what an old (aliased) name stands for, with a DeprecationWarning."""
+    _ensure_catalog()
+    arch, tag = split_model_name(name)
+    alias = _aliases.get(arch)
+    if alias is None or arch in _archs:
+        return name
+    new = f"{alias.network}.{alias.method}_{tag}" if tag else alias.bare
+    if warn:
+        _warn_alias(name, new)
+    return new
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -159,9 +241,9 @@ def list_pretrained(filter: str | Iterable[str] = "*", exclude_filters: str | It
 
 
 def is_model(name: str) -> bool:
-    """True if ``name`` is a known architecture, or a known ``arch.tag``."""
+    """True if ``name`` is a known network or ``network.tag`` (old names included)."""
     _ensure_catalog()
-    arch, tag = split_model_name(name)
+    arch, tag = split_model_name(resolve_name(name, warn=False))
     with _lock:
         entry = _archs.get(arch)
         return entry is not None and (not tag or tag in entry.tags)
@@ -169,7 +251,7 @@ def is_model(name: str) -> bool:
 
 def _unknown(name: str) -> UnknownModelError:
     with _lock:
-        candidates = _all_names(False) + _all_names(True)
+        candidates = _all_names(False) + _all_names(True) + list(_aliases)
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     if not close:
         close = [c for c in candidates if name.split(".")[0].split("_")[0] in c][:5]
@@ -178,9 +260,9 @@ def _unknown(name: str) -> UnknownModelError:
 
 
 def get_arch_entry(name: str) -> tuple[str, str | None, str]:
-    """``(arch, module, description)`` of an architecture."""
+    """``(network, module, description)`` of a network (old names resolve with a warning)."""
     _ensure_catalog()
-    arch = split_model_name(name)[0]
+    arch = split_model_name(resolve_name(name))[0]
     with _lock:
         entry = _archs.get(arch)
         if entry is None:
@@ -189,24 +271,36 @@ def get_arch_entry(name: str) -> tuple[str, str | None, str]:
 
 
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
-    """The :class:`PretrainedCfg` of ``arch.tag``; a bare ``arch`` gives its default tag.
+    """The :class:`PretrainedCfg` of ``network.tag``; a bare network gives its default tag.
 
-    An architecture with no registered weights returns its base cfg (``has_weights`` is False).
+    A network without a default tag returns its base cfg (``has_weights`` is False). Old names resolve to
+    the new ones with a DeprecationWarning.
     """
     _ensure_catalog()
-    arch_name, tag = split_model_name(name)
+    arch_name, tag = split_model_name(resolve_name(name))
     with _lock:
         arch = _archs.get(arch_name)
         if arch is None:
             raise _unknown(name)
         if not tag:
-            return next(iter(arch.tags.values()), arch.base)
+            return arch.tags[arch.default_tag] if arch.default_tag else arch.base
         if tag not in arch.tags:
             tags = ", ".join(f"{arch_name}.{t}" for t in arch.tags) or "none"
             raise UnknownModelError(
                 f"Unknown tag {tag!r} for {arch_name!r}. Registered weights: {tags}."
             )
         return arch.tags[tag]
+
+
+def get_tags(network: str) -> tuple[list[str], str | None]:
+    """``(tags, default_tag)`` of a network."""
+    _ensure_catalog()
+    arch_name = split_model_name(resolve_name(network))[0]
+    with _lock:
+        arch = _archs.get(arch_name)
+        if arch is None:
+            raise _unknown(network)
+        return list(arch.tags), arch.default_tag
 
 
 def get_model_entrypoint(name: str) -> Callable[..., Any]:

@@ -1,4 +1,4 @@
-"""2D ResNet-18/50 backbones (timm's ResNet, torchvision key names) used by PCRL, PCRLv2, SWCL and baselines."""
+"""2D ResNet-18/50 networks (timm's ResNet, torchvision key names); their weights are tags (``resnet18.pcrl_kermany64``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..meta.registry import register_model
 from ._contract import CheckedInputMixin
 from .builder import build_model_with_cfg
 
-__all__ = ["ResNet"]
+__all__ = ["ResNet", "resnet18", "resnet50"]
 
 _DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}
 
@@ -48,42 +48,12 @@ def _create(name: str, pretrained: bool, **kwargs: Any) -> ResNet:
 
 
 @register_model
-def pcrl_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with PCRL (contrastive + reconstruction of diverse contexts)."""
-    return _create("pcrl_resnet18", pretrained, **kwargs)
+def resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-18 (timm's, torchvision key names): the 2D backbone of PCRL, PCRLv2, SWCL, SimCLR, MoCo v2, MICLe."""
+    return _create("resnet18", pretrained, **kwargs)
 
 
 @register_model
-def pcrlv2_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with PCRLv2 (multi-scale SimSiam + reconstruction)."""
-    return _create("pcrlv2_resnet18", pretrained, **kwargs)
-
-
-@register_model
-def swcl_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with SWCL (semi-weakly supervised patch contrastive learning, fundus)."""
-    return _create("swcl_resnet18", pretrained, **kwargs)
-
-
-@register_model
-def simclr_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with SimCLR (contrastive-only baseline)."""
-    return _create("simclr_resnet18", pretrained, **kwargs)
-
-
-@register_model
-def mocov2_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with MoCo v2 (momentum contrast baseline)."""
-    return _create("mocov2_resnet18", pretrained, **kwargs)
-
-
-@register_model
-def micle_resnet18(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-18 pretrained with MICLe (multi-instance SimCLR)."""
-    return _create("micle_resnet18", pretrained, **kwargs)
-
-
-@register_model
-def mocov2_resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
-    """ResNet-50 pretrained with MoCo v2 / HPT (OpenSelfSup layout)."""
-    return _create("mocov2_resnet50", pretrained, **kwargs)
+def resnet50(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-50 (timm's, torchvision key names): the MoCo v2 / HPT backbone."""
+    return _create("resnet50", pretrained, **kwargs)

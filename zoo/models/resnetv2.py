@@ -12,7 +12,7 @@ from ..meta.registry import register_model
 from ._contract import CheckedInputMixin
 from .builder import build_model_with_cfg
 
-__all__ = ["ResNetV2"]
+__all__ = ["ResNetV2", "resnetv2_50x1_bit"]
 
 
 class ResNetV2(CheckedInputMixin, _TimmResNetV2):
@@ -36,6 +36,6 @@ class ResNetV2(CheckedInputMixin, _TimmResNetV2):
 
 
 @register_model
-def swcl_resnetv2_50x1(pretrained: bool = False, **kwargs: Any) -> ResNetV2:
-    """BiT ResNetV2-50x1 pretrained with SWCL."""
-    return build_model_with_cfg(ResNetV2, "swcl_resnetv2_50x1", pretrained, **kwargs)
+def resnetv2_50x1_bit(pretrained: bool = False, **kwargs: Any) -> ResNetV2:
+    """BiT ResNetV2-50x1 (weight-standardised convs, GroupNorm): SWCL's second backbone."""
+    return build_model_with_cfg(ResNetV2, "resnetv2_50x1_bit", pretrained, **kwargs)

@@ -18,7 +18,7 @@ from ._contract import check_input
 from .builder import build_model_with_cfg
 from .resnet import ResNet
 
-__all__ = ["UNetResNet"]
+__all__ = ["UNetResNet", "unet_resnet18"]
 
 _DECODER_CHS = (256, 128, 64, 32, 16)
 
@@ -125,6 +125,6 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: UNetResNet)
 
 
 @register_model
-def pcrl_unet_resnet18(pretrained: bool = False, **kwargs: Any) -> UNetResNet:
-    """PCRL 2D U-Net (ResNet-18 encoder + U-Net decoder), for segmentation."""
-    return build_model_with_cfg(UNetResNet, "pcrl_unet_resnet18", pretrained, filter_fn=checkpoint_filter_fn, **kwargs)
+def unet_resnet18(pretrained: bool = False, **kwargs: Any) -> UNetResNet:
+    """2D U-Net with a ResNet-18 encoder (PCRL's 2D network), for segmentation."""
+    return build_model_with_cfg(UNetResNet, "unet_resnet18", pretrained, filter_fn=checkpoint_filter_fn, **kwargs)

@@ -25,7 +25,7 @@ from ..meta.registry import register_model
 from ._contract import check_input
 from .builder import build_model_with_cfg
 
-__all__ = ["BatchStatsNorm3d", "UNet3DEncoder", "UNet3D", "NORMS"]
+__all__ = ["BatchStatsNorm3d", "UNet3DEncoder", "UNet3D", "NORMS", "unet3d", "unet3d_seg", "unet3d_small", "unet3d_small_seg"]
 
 NORMS = ("bn", "batch_stats_bn", "gn", "in")
 _ENCODER = ("down_tr64", "down_tr128", "down_tr256", "down_tr512")
@@ -283,60 +283,24 @@ def _full(name: str, pretrained: bool, **kwargs: Any) -> UNet3D:
 
 
 @register_model
-def genesis_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
-    """Models Genesis 3D U-Net encoder (batch-statistics BN), for features / classification."""
-    return _encoder("genesis_unet3d", pretrained, **kwargs)
+def unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """3D U-Net encoder (Models Genesis layout, width 32), for features / classification."""
+    return _encoder("unet3d", pretrained, **kwargs)
 
 
 @register_model
-def genesis_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
-    """Models Genesis 3D U-Net encoder-decoder, for segmentation / restoration."""
-    return _full("genesis_unet3d_seg", pretrained, **kwargs)
+def unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """3D U-Net encoder-decoder (Models Genesis layout, width 32), for segmentation / restoration."""
+    return _full("unet3d_seg", pretrained, **kwargs)
 
 
 @register_model
-def pcrl_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
-    """PCRL 3D U-Net encoder, for features / classification."""
-    return _encoder("pcrl_unet3d", pretrained, **kwargs)
+def unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
+    """3D U-Net encoder at width 16 (zoo's CPU-sized reference network), for features / classification."""
+    return _encoder("unet3d_small", pretrained, **kwargs)
 
 
 @register_model
-def pcrl_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
-    """PCRL 3D U-Net encoder-decoder, for segmentation."""
-    return _full("pcrl_unet3d_seg", pretrained, **kwargs)
-
-
-@register_model
-def pcrlv2_unet3d(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
-    """PCRLv2 3D encoder, for features / classification."""
-    return _encoder("pcrlv2_unet3d", pretrained, **kwargs)
-
-
-@register_model
-def pcrlv2_unet3d_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
-    """PCRLv2 3D encoder + its decoder without skip connections, for segmentation."""
-    return _full("pcrlv2_unet3d_seg", pretrained, **kwargs)
-
-
-@register_model
-def genesis_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
-    """Models Genesis 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
-    return _encoder("genesis_unet3d_small", pretrained, **kwargs)
-
-
-@register_model
-def genesis_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
-    """Models Genesis 3D U-Net encoder-decoder at width 16."""
-    return _full("genesis_unet3d_small_seg", pretrained, **kwargs)
-
-
-@register_model
-def pcrl_unet3d_small(pretrained: bool = False, **kwargs: Any) -> UNet3DEncoder:
-    """PCRL 3D U-Net encoder at width 16 (zoo's CPU-sized reference weights)."""
-    return _encoder("pcrl_unet3d_small", pretrained, **kwargs)
-
-
-@register_model
-def pcrl_unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
-    """PCRL 3D U-Net encoder-decoder at width 16."""
-    return _full("pcrl_unet3d_small_seg", pretrained, **kwargs)
+def unet3d_small_seg(pretrained: bool = False, **kwargs: Any) -> UNet3D:
+    """3D U-Net encoder-decoder at width 16, for segmentation / restoration."""
+    return _full("unet3d_small_seg", pretrained, **kwargs)
