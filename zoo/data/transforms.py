@@ -4,13 +4,20 @@
 normalised ``(C, H, W)`` float tensor: channels matched to the model, shorter side resized, centre crop,
 intensity preset. 3D: numpy/tensor volumes in HU (or a NIfTI path) become ``(C, X, Y, Z)``: resampled
 to the checkpoint's voxel spacing, HU-windowed to [0, 1], centre crop/pad to the cube size.
+
+``create_transform(cfg, is_training=True)`` gives training augmentation instead, as timm's does: 2D
+random resized crop (timm's scale and ratio) with a horizontal flip, 3D a cube at a random position
+with a left-right flip (:mod:`zoo.data.augment`); intensity as at evaluation.
+
+timm interop: ``resolve_data_config`` also takes a timm model or timm's data-config dict, and zoo models
+answer ``timm.data.resolve_model_data_config(model)`` (their ``pretrained_cfg`` reads like timm's dict).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +28,18 @@ import torch.nn.functional as F
 from ..meta.cfg import Intensity, PretrainedCfg
 from ..meta.registry import get_pretrained_cfg
 
-__all__ = ["DataConfig", "resolve_data_config", "create_transform", "ImageTransform", "VolumeTransform"]
+__all__ = [
+    "DataConfig",
+    "resolve_data_config",
+    "create_transform",
+    "ImageTransform",
+    "VolumeTransform",
+    "TrainImageTransform",
+    "TrainVolumeTransform",
+]
+
+_TIMM_DEFAULTS = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875,
+                  "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 _logger = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -49,26 +67,49 @@ class DataConfig:
         return self.input_size[0]
 
 
+def _from_timm(d: Mapping[str, Any]) -> dict[str, Any]:
+    """DataConfig fields from timm's ``pretrained_cfg`` or data-config dict (timm's defaults fill gaps)."""
+    get = {k: d.get(k) if d.get(k) is not None else v for k, v in _TIMM_DEFAULTS.items()}
+    input_size = tuple(int(v) for v in get["input_size"])
+    c = input_size[0]
+    mean, std = tuple(float(v) for v in get["mean"]), tuple(float(v) for v in get["std"])
+    if len(mean) == 1:
+        mean, std = mean * c, std * c
+    return dict(input_size=input_size, spatial_dims=len(input_size) - 1,
+                intensity=Intensity(kind="mean_std", mean=mean, std=std),
+                interpolation=str(get["interpolation"]), crop_pct=float(get["crop_pct"]), voxel_spacing=None)
+
+
 def resolve_data_config(model_or_name: Any = None, **overrides: Any) -> DataConfig:
     """The input config of a model, a model name or a :class:`PretrainedCfg`; keyword overrides win.
 
     A model built by :func:`zoo.create_model` carries its ``pretrained_cfg`` (with its actual ``in_chans``).
+    A timm model (its ``pretrained_cfg`` dict) or a timm data-config dict (from
+    ``timm.data.resolve_model_data_config``) gives the same preprocessing timm would apply.
     """
+    timm_cfg = getattr(model_or_name, "pretrained_cfg", None) if model_or_name is not None else None
     if isinstance(model_or_name, PretrainedCfg):
         cfg = model_or_name
     elif isinstance(model_or_name, str):
         cfg = get_pretrained_cfg(model_or_name)
-    elif model_or_name is not None and isinstance(getattr(model_or_name, "pretrained_cfg", None), PretrainedCfg):
-        cfg = model_or_name.pretrained_cfg
+    elif isinstance(timm_cfg, PretrainedCfg):
+        cfg = timm_cfg
+    elif isinstance(model_or_name, Mapping) or isinstance(timm_cfg, Mapping):
+        values = _from_timm(model_or_name if isinstance(model_or_name, Mapping) else timm_cfg)
+        return _finish(values, overrides)
     else:
         raise TypeError(
-            "resolve_data_config needs a zoo model, a model name or a PretrainedCfg, got "
-            f"{type(model_or_name).__name__}"
+            "resolve_data_config needs a zoo model, a model name, a PretrainedCfg, a timm model or a timm "
+            f"data-config dict, got {type(model_or_name).__name__}"
         )
     values = dict(
         input_size=cfg.input_size, spatial_dims=cfg.spatial_dims, intensity=cfg.intensity,
         interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, voxel_spacing=cfg.voxel_spacing,
     )
+    return _finish(values, overrides)
+
+
+def _finish(values: dict[str, Any], overrides: dict[str, Any]) -> DataConfig:
     unknown = set(overrides) - set(values)
     if unknown:
         raise TypeError(f"unknown data config fields: {sorted(unknown)}")
@@ -181,6 +222,10 @@ class VolumeTransform:
         self.config = config
 
     def __call__(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
+        return _center_crop_pad(self.prepare(volume, spacing), self.config.input_size[1:]).contiguous()
+
+    def prepare(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
+        """The whole volume resampled, windowed and channel-matched, ``(C, X, Y, Z)``, before the crop."""
         from .ct import load_ct, resample, window_hu
 
         cfg = self.config
@@ -206,8 +251,7 @@ class VolumeTransform:
             t = window_hu(t, it.hu_min, it.hu_max)
         else:
             t = _apply_intensity(t, it)
-        t = _match_channels(t, cfg.in_chans) if t.shape[0] != cfg.in_chans else t
-        return _center_crop_pad(t, cfg.input_size[1:]).contiguous()
+        return _match_channels(t, cfg.in_chans) if t.shape[0] != cfg.in_chans else t
 
     def __repr__(self) -> str:
         return f"VolumeTransform({self.config})"
@@ -236,9 +280,83 @@ def _center_crop_pad(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return t
 
 
-def create_transform(config: DataConfig | Any = None, **overrides: Any) -> ImageTransform | VolumeTransform:
-    """The preprocessing transform for a :class:`DataConfig` (or anything ``resolve_data_config`` takes)."""
+class TrainImageTransform:
+    """2D training augmentation for one image, as timm's ``create_transform(is_training=True)``: random
+    resized crop to the input size (area fraction ``scale``, aspect ``ratio``) with a horizontal flip
+    (probability ``hflip``), resampled once; then the checkpoint's intensity normalisation."""
+
+    def __init__(self, config: DataConfig, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5, seed: int | None = None) -> None:
+        if config.spatial_dims != 2:
+            raise ValueError("TrainImageTransform is for 2D models; use TrainVolumeTransform for 3D")
+        self.config, self.scale, self.ratio, self.hflip = config, tuple(scale), tuple(ratio), hflip
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        from .augment import random_resized_crop
+
+        cfg = self.config
+        t = _match_channels(_to_chw_float(img)[0], cfg.in_chans)
+        t = random_resized_crop(t[None], tuple(cfg.input_size[1:]), scale=self.scale, ratio=self.ratio,
+                                generator=self.generator, hflip_p=self.hflip)[0]
+        return _apply_intensity(t, cfg.intensity).contiguous()
+
+    def __repr__(self) -> str:
+        return f"TrainImageTransform({self.config}, scale={self.scale}, ratio={self.ratio}, hflip={self.hflip})"
+
+
+class TrainVolumeTransform:
+    """3D training augmentation for one CT volume: the evaluation preprocessing (voxel spacing, HU
+    window) of the whole volume, then a cube of the input size at a uniformly random position (zero
+    padded where the volume is smaller), flipped left-right (axis X of RAS) with probability ``flip``."""
+
+    def __init__(self, config: DataConfig, flip: float = 0.5, seed: int | None = None) -> None:
+        if config.spatial_dims != 3:
+            raise ValueError("TrainVolumeTransform is for 3D models; use TrainImageTransform for 2D")
+        self.config, self.flip = config, flip
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._prep = VolumeTransform(config)
+
+    def __call__(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
+        from .augment import random_flip
+
+        size = self.config.input_size[1:]
+        t = self._prep.prepare(volume, spacing)
+        t = _center_crop_pad(t, [max(n, s) for n, s in zip(t.shape[1:], size, strict=True)])  # pad only
+        starts = [int(torch.randint(0, n - s + 1, (1,), generator=self.generator)) for n, s in zip(t.shape[1:], size, strict=True)]
+        t = t[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size, strict=True)))]
+        t, _ = random_flip(t[None], self.flip, generator=self.generator, dims=(2,))  # X of (B, C, X, Y, Z)
+        return t[0].contiguous()
+
+    def __repr__(self) -> str:
+        return f"TrainVolumeTransform({self.config}, flip={self.flip})"
+
+
+def create_transform(
+    config: DataConfig | Any = None,
+    is_training: bool = False,
+    *,
+    scale: tuple[float, float] | None = None,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    seed: int | None = None,
+    **overrides: Any,
+) -> ImageTransform | VolumeTransform | TrainImageTransform | TrainVolumeTransform:
+    """The preprocessing transform for a :class:`DataConfig` (or anything ``resolve_data_config`` takes).
+
+    ``is_training=True`` returns the training augmentation (as timm's ``create_transform``): 2D random
+    resized crop (``scale`` default (0.08, 1), ``ratio``) with horizontal flip ``hflip``; 3D a cube at
+    a random position with a left-right flip ``hflip`` (``scale``/``ratio`` are 2D only). ``seed``
+    makes the draws reproducible.
+    """
     if not isinstance(config, DataConfig) or overrides:
         config = resolve_data_config(config, **overrides) if not isinstance(config, DataConfig) else \
             DataConfig(**{**config.__dict__, **overrides})
-    return ImageTransform(config) if config.spatial_dims == 2 else VolumeTransform(config)
+    if not is_training:
+        return ImageTransform(config) if config.spatial_dims == 2 else VolumeTransform(config)
+    if config.spatial_dims == 2:
+        return TrainImageTransform(config, scale=scale or (0.08, 1.0), ratio=ratio, hflip=hflip, seed=seed)
+    if scale is not None:
+        raise ValueError("scale is for 2D random resized crops; a 3D training transform crops cubes at the "
+                         "checkpoint's voxel spacing (leave scale unset)")
+    return TrainVolumeTransform(config, flip=hflip, seed=seed)

@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from .._io import atomic_write, sha256_file
+from .._io import atomic_write
 from ..data.augment import random_flip
 from ..data.sampling import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
-from ..hub import cache_dir, resolve_weights
+from ..hub import ResolvedWeights, cache_dir, record_checkpoint, resolve_weights_record
 from ..meta.cfg import Intensity, PretrainedCfg
 from ..meta.registry import get_arch_entry, get_pretrained_cfg
 from ..models.builder import create_model
@@ -135,13 +135,14 @@ class EvalConfig:
 # --- the checkpoint and the models built from it ---------------------------------------------------
 @dataclass(frozen=True)
 class CheckpointSource:
-    """A model name and, when it has weights, where they are and their sha256."""
+    """A model name and, when it has weights, the record of what is loaded (resolved and hashed once)."""
 
     name: str
     cfg: PretrainedCfg
     checkpoint_path: Path | None = None  # an explicit file (``--checkpoint-path``)
     weights_path: Path | None = None  # the file actually loaded for the pretrained arm
     sha256: str | None = None
+    weights: ResolvedWeights | None = None  # passed to create_model: no second resolution or hash
 
     @property
     def has_pretrained(self) -> bool:
@@ -159,10 +160,11 @@ def resolve_source(name: str, checkpoint_path: str | os.PathLike[str] | None = N
         path = Path(checkpoint_path)
         if not path.is_file():
             raise FileNotFoundError(f"--checkpoint-path {path} does not exist")
-        return CheckpointSource(name, cfg, path, path, sha256_file(path))
+        rec = record_checkpoint(path, name=name)  # hashed once; every arm and seed reuses the record
+        return CheckpointSource(name, cfg, path, rec.path, rec.sha256, rec)
     if cfg.has_weights:
-        path = resolve_weights(cfg)  # verifies the registered sha256
-        return CheckpointSource(name, cfg, None, path, cfg.sha256 or sha256_file(path))
+        rec = resolve_weights_record(cfg)  # verifies the registered sha256 (or reads its stamp)
+        return CheckpointSource(name, cfg, None, rec.path, rec.sha256, rec)
     _logger.warning("%s has no registered weights and no --checkpoint-path: evaluating random init only", name)
     return CheckpointSource(name, cfg)
 
@@ -174,6 +176,8 @@ def _load_kwargs(source: CheckpointSource, arm: str) -> dict[str, Any]:
         return {"pretrained": False}
     if not source.has_pretrained:
         raise ValueError(f"{source.name} has no weights: only the random_init arm exists")
+    if source.weights is not None:
+        return {"pretrained": source.checkpoint_path is None, "checkpoint_path": source.weights}
     if source.checkpoint_path is not None:
         return {"pretrained": False, "checkpoint_path": source.checkpoint_path}
     return {"pretrained": True}

@@ -6,10 +6,16 @@ weights' sha256) that ``zoo.create_model("hf-hub:org/name")`` reads. For 2D back
 is exactly a timm architecture's (checked key by key and shape by shape before it is claimed),
 config.json is otherwise written the way timm writes it, so ``timm.create_model("hf-hub:org/name",
 pretrained=True)`` loads the same weights.
+
+A registered name whose file holds exactly the model's tensors is copied byte for byte (the registered
+sha256 still holds). One whose file holds more (``pcrl_resnet18.kermany64`` ships the whole PCRL U-Net;
+its name is the encoder) is published as the model's own state dict: the encoder, with its own sha256,
+and config.json and the card record the registered file and its sha256 it was taken from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,20 +27,21 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from .._io import atomic_write, sha256_file
+from .._io import atomic_write
 from ..hub import (
     CARD_NAME,
     CONFIG_NAME,
     WEIGHTS_NAME,
+    ResolvedWeights,
     copy_verified,
     hf_endpoint,
     is_hub_name,
     offline_mode,
     resolve_hub_model,
-    resolve_weights,
+    resolve_weights_record,
 )
 from ..meta.cfg import PretrainedCfg
 from ..meta.registry import get_arch_entry, get_pretrained_cfg
@@ -55,10 +62,30 @@ _TIMM_EQUIVALENT: dict[str, tuple[Callable[[PretrainedCfg], str | None], str]] =
     "zoo.models.resnet": (lambda cfg: f"resnet{cfg.arch_kwargs.get('depth', 18)}", ""),
     "zoo.models.resnetv2": (
         _bit_name,
-        "timm's BiT models standardise conv weights with eps 1e-8, zoo's (SWCL's) with 1e-10: "
-        "the same weights give slightly different outputs in timm.",
+        "timm's BiT models standardise conv weights with eps 1e-8, zoo's (SWCL's) with 1e-10; the conv "
+        "weights in this file are stored already standardised (standardising them again changes nothing "
+        "in float32 with either eps), so timm and zoo give identical outputs from this file.",
     ),
 }
+
+
+def _standardised_convs(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight-standardised conv weights of a BiT model, by state-dict key (empty for other models).
+
+    Standardisation is idempotent: a standardised weight has mean 0 and variance ~1 per output channel,
+    so ``var + eps`` rounds to ``var`` in float32 for timm's eps (1e-8) and zoo's (1e-10) alike.
+    """
+    import torch.nn.functional as F
+    from timm.layers import StdConv2d
+
+    out = {}
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, StdConv2d) and m.eps != 1e-8:
+                w = F.batch_norm(m.weight.reshape(1, m.out_channels, -1), None, None, training=True,
+                                 momentum=0.0, eps=m.eps).reshape_as(m.weight)
+                out[f"{name}.weight"] = w.detach().cpu().contiguous()
+    return out
 
 _HF_LICENSES = {
     "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0",
@@ -69,6 +96,12 @@ _HF_LICENSES = {
 def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     with safe_open(str(path), framework="pt") as fh:
         return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+
+
+def _file_float_dtypes(path: Path) -> set[torch.dtype]:
+    names = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+    with safe_open(str(path), framework="pt") as fh:
+        return {names[d] for d in (fh.get_slice(k).get_dtype() for k in fh.keys()) if d in names}
 
 
 def _timm_architecture(cfg: PretrainedCfg, shapes: dict[str, tuple[int, ...]]) -> tuple[str, int, str] | None:
@@ -139,7 +172,9 @@ def _zoo_config(cfg: PretrainedCfg) -> dict[str, Any]:
     }
 
 
-def _save_state_dict(model: nn.Module, dst: Path) -> PretrainedCfg:
+def _save_state_dict(model: nn.Module, dst: Path, float_dtype: torch.dtype | None = None) -> tuple[PretrainedCfg, str]:
+    """Write the model's state dict to ``dst`` (floats as ``float_dtype`` if given); return its cfg for a
+    new file and the file's sha256."""
     from timm.models._features import FeatureGetterNet
 
     cfg = getattr(model, "pretrained_cfg", None)
@@ -155,25 +190,54 @@ def _save_state_dict(model: nn.Module, dst: Path) -> PretrainedCfg:
         raise ValueError(f"{cfg.name}: the architecture arguments {cfg.arch_kwargs} cannot be written to "
                          f"config.json ({err}); create the model with JSON-friendly arguments") from err
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(dst, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}), fsync=False)
+    state.update(_standardised_convs(model))  # BiT: timm's eps differs from zoo's (see _TIMM_EQUIVALENT)
+    if float_dtype is not None:
+        state = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    data = save(state, metadata={"format": "pt"})  # hashed in memory: the written file is not read back
+    atomic_write(dst, lambda tmp: tmp.write_bytes(data), fsync=False)
     # the file is new: the registry's measured results, recipe and upstream file no longer describe it
     # (licences and origin stay: weights derived from a checkpoint keep its terms)
-    return cfg.replace(num_classes=int(getattr(model, "num_classes", cfg.num_classes)),
-                       verified=False, command="", metrics={}, convert_from="")
+    cfg = cfg.replace(num_classes=int(getattr(model, "num_classes", cfg.num_classes)),
+                      verified=False, command="", metrics={}, convert_from="")
+    return cfg, hashlib.sha256(data).hexdigest()
 
 
-def _copy_registered(name: str, dst: Path) -> PretrainedCfg:
+def _registered(name: str) -> tuple[PretrainedCfg, ResolvedWeights]:
     if is_hub_name(name):
         cfg, src = resolve_hub_model(name, pretrained=True)
         assert src is not None
-    else:
-        cfg = get_pretrained_cfg(name)
-        if not cfg.has_weights:
-            raise ValueError(f"{name} has no registered weights; pass a model (zoo.create_model(...)) to "
-                             f"publish your own, or pick a name from `zoo list --pretrained`")
-        src = resolve_weights(cfg)
-    copy_verified(src, dst, cfg.sha256, cfg.file_size)  # byte for byte: the registered sha256 still holds
-    return cfg
+        return cfg, src
+    cfg = get_pretrained_cfg(name)
+    if not cfg.has_weights:
+        raise ValueError(f"{name} has no registered weights; pass a model (zoo.create_model(...)) to "
+                         f"publish your own, or pick a name from `zoo list --pretrained`")
+    return cfg, resolve_weights_record(cfg)  # verified once (or read from its stamp)
+
+
+def _copy_registered(name: str, dst: Path) -> tuple[PretrainedCfg, str, ResolvedWeights | None]:
+    """The registered weights of ``name`` at ``dst``: ``(cfg, sha256 of dst, extracted-from record or None)``.
+
+    A file holding exactly the model's tensors is copied byte for byte. A file holding more (a U-Net
+    registered under its encoder's name) gives the model's state dict: what ``create_model(name,
+    pretrained=True)`` loads from it, with its own sha256; the registered file is never changed.
+    """
+    from ..models.builder import create_model
+
+    cfg, src = _registered(name)
+    with torch.device("meta"):  # shapes only
+        meta = create_model(name)
+        shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    if _file_shapes(src.path) == shapes and not _standardised_convs(meta):
+        sha = copy_verified(src.path, dst, src.sha256, src.size)  # byte for byte: the registered sha256 holds
+        return cfg, sha, None
+    model = create_model(name, pretrained=True, checkpoint_path=src)  # the record: no second resolution
+    # keep the registered file's float type (e.g. float16): the loaded values came from it, so this is exact
+    dtypes = _file_float_dtypes(src.path)
+    new_cfg, sha = _save_state_dict(model, dst, float_dtype=dtypes.pop() if len(dtypes) == 1 else None)
+    _logger.info("%s: the registered file %s holds more than the model; published the model's %d tensors "
+                 "(sha256 %s)", name, src.path.name, len(shapes), sha)
+    # the same weights, measured results and recipe; the file is new, so its bytes are not the verified ones
+    return cfg.replace(num_classes=new_cfg.num_classes, verified=False), sha, src
 
 
 def save_for_hf(
@@ -198,27 +262,40 @@ def save_for_hf(
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_NAME
+    extracted: ResolvedWeights | None = None
+    loaded_from: ResolvedWeights | None = None
     if isinstance(model_or_name, str):
-        cfg = _copy_registered(model_or_name, weights)
+        cfg, sha, extracted = _copy_registered(model_or_name, weights)
     else:
-        cfg = _save_state_dict(model_or_name, weights)
+        cfg, sha = _save_state_dict(model_or_name, weights)
+        loaded_from = getattr(model_or_name, "pretrained_source", None)
     if metrics is not None:
         cfg = cfg.replace(metrics=dict(metrics))
     cfg = cfg.replace(hf_hub_id=repo_id, hf_hub_filename=WEIGHTS_NAME, hf_hub_revision=None, file=None, url=None,
-                      sha256=sha256_file(weights), file_size=weights.stat().st_size)
+                      sha256=sha, file_size=weights.stat().st_size)
     shapes = _file_shapes(weights)
     timm_arch = _timm_architecture(cfg, shapes) if cfg.spatial_dims == 2 else None
     config = _timm_config(cfg, *timm_arch[:2]) if timm_arch else _zoo_config(cfg)
     from .. import __version__
 
     config["zoo"] = {"format": 1, "name": cfg.name, "zoo_version": __version__, "pretrained_cfg": cfg.to_dict()}
+    if extracted is not None:
+        config["zoo"]["extracted_from"] = _provenance(extracted)
+    elif loaded_from is not None:
+        config["zoo"]["initialised_from"] = _provenance(loaded_from)
     text = json.dumps(config, indent=2)
     PretrainedCfg.from_dict(json.loads(text)["zoo"]["pretrained_cfg"])  # it must read back
     (directory / CONFIG_NAME).write_text(text + "\n")
     n_params = sum(math.prod(s) for s in shapes.values())
-    (directory / CARD_NAME).write_text(_model_card(cfg, repo_id, timm_arch, n_params))
+    (directory / CARD_NAME).write_text(_model_card(cfg, repo_id, timm_arch, n_params, extracted, loaded_from))
     _logger.info("wrote %s (%s config) to %s", cfg.name, "timm" if timm_arch else "zoo", directory)
     return directory
+
+
+def _provenance(src: ResolvedWeights) -> dict[str, Any]:
+    """The registered file a published file came from (no local paths: they mean nothing on the Hub)."""
+    return {"name": src.name, "file": src.path.name, "sha256": src.sha256, "size": src.size,
+            "verified": src.verified}
 
 
 # --- the model card ----------------------------------------------------------------------------------
@@ -227,7 +304,8 @@ def _hf_license(text: str) -> tuple[str, str | None]:
     return (key, None) if key in _HF_LICENSES else ("other", text.strip() or "unknown")
 
 
-def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, int, str] | None, n_params: int) -> str:
+def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, int, str] | None, n_params: int,
+                extracted: ResolvedWeights | None = None, loaded_from: ResolvedWeights | None = None) -> str:
     from huggingface_hub import ModelCardData
 
 
@@ -254,6 +332,13 @@ def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, i
         f"code {cfg.license_code}",
         f"- verified by zoo (these bytes hashed and loaded): {'yes' if cfg.verified else 'no'}",
     ]
+    if extracted is not None:
+        lines.append(f"- these are the `{cfg.architecture}` tensors of the registered file `{extracted.path.name}` "
+                     f"(sha256 `{extracted.sha256}`, which also holds the rest of the network it was trained in); "
+                     f"`zoo.create_model(\"{extracted.name}\", pretrained=True)` loads the same tensors from it")
+    elif loaded_from is not None:
+        lines.append(f"- the model was initialised from `{loaded_from.name}` (`{loaded_from.path.name}`, sha256 "
+                     f"`{loaded_from.sha256}`); these weights may have changed since")
     if cfg.command:
         lines.append(f"- produced by: `{cfg.command}`")
     if cfg.origin:

@@ -394,8 +394,6 @@ def _resolve_model(
         return model, cfg, None
     if not isinstance(model_or_name, str):
         raise ExportError(f"model_or_name must be a zoo model name or an nn.Module, got {type(model_or_name).__name__}")
-    from .._io import sha256_file
-    from ..hub import resolve_weights, verify_file
     from ..models.builder import create_model
 
     cfg = get_pretrained_cfg(model_or_name)  # UnknownModelError names the closest models
@@ -405,16 +403,13 @@ def _resolve_model(
         if not tag and cfg.has_weights:
             _logger.warning("%s: exporting a randomly initialised network; name a checkpoint (e.g. %s) "
                             "for its weights", model_or_name, cfg.name)
-    sha256: str | None = None
-    if checkpoint_path is not None:
-        checkpoint_path = Path(checkpoint_path)
-        if not checkpoint_path.is_file():
-            raise ExportError(f"checkpoint {checkpoint_path} does not exist")
-        sha256 = sha256_file(checkpoint_path)
-    elif pretrained:
-        checkpoint_path = resolve_weights(cfg)  # sha256-verified against the registry
-        sha256 = cfg.sha256 or verify_file(checkpoint_path, None)
-    model = create_model(model_or_name, features_only=features_only, checkpoint_path=checkpoint_path, **model_kwargs)
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():
+        raise ExportError(f"checkpoint {checkpoint_path} does not exist")
+    # the builder resolves and hashes the weights once and records them on the model
+    model = create_model(model_or_name, pretrained=bool(pretrained) and checkpoint_path is None,
+                         features_only=features_only, checkpoint_path=checkpoint_path, **model_kwargs)
+    source = getattr(model, "pretrained_source", None)
+    sha256 = source.sha256 if source is not None else None
     return model, model.pretrained_cfg, sha256
 
 

@@ -9,8 +9,12 @@ own download cache. Only when none holds the file, and only when online (neither
 (streamed to a ``.partial`` file under a file lock, verified, then renamed atomically).
 
 Every file found or downloaded is checked against its registered full sha256 (:func:`verify_file`);
-a successful check is remembered as a *stamp* keyed by (path, size, mtime, ctime, inode), so warm loads
-do not re-hash, and any write to the file (even one that restores its size and mtime) invalidates it.
+a successful check is remembered as a *stamp* keyed by (path, size, mtime, ctime, inode), taken before
+the hash and compared after it, so warm loads do not re-hash, a write during the hash is never stamped,
+and any later write to the file (even one that restores its size and mtime) invalidates it. A write
+through a shared mmap changes neither mtime nor ctime: ``ZOO_ALWAYS_REHASH=1`` hashes every load.
+:func:`resolve_weights_record` returns a :class:`ResolvedWeights` (path, sha256, source, name,
+verified), which ``zoo.create_model`` attaches to the model as ``model.pretrained_source``.
 
 ``hf-hub:org/name[@revision]`` and ``local-dir:/path`` names (:func:`resolve_hub_model`) read the
 ``config.json`` written by :func:`zoo.save_for_hf` and return its :class:`PretrainedCfg` and verified
@@ -21,7 +25,7 @@ stamps), :mod:`.sources`, :mod:`.resolve`, :mod:`.names` (``hf-hub:`` / ``local-
 (download, mirror, verify).
 """
 
-from .integrity import canonical_safetensors, verify_file
+from .integrity import FileChangedError, always_rehash, canonical_safetensors, verify_file
 from .mirror import (
     CheckResult,
     copy_verified,
@@ -46,7 +50,7 @@ from .paths import (
     offline_mode,
     repo_weights_dir,
 )
-from .resolve import resolve_weights
+from .resolve import ResolvedWeights, record_checkpoint, resolve_weights, resolve_weights_record
 from .sources import (
     HubSource,
     MirrorSource,
@@ -73,6 +77,11 @@ __all__ = [
     "CheckResult",
     "default_sources",
     "resolve_weights",
+    "resolve_weights_record",
+    "record_checkpoint",
+    "ResolvedWeights",
+    "FileChangedError",
+    "always_rehash",
     "download",
     "mirror",
     "verify_file",

@@ -10,9 +10,9 @@ import struct
 from pathlib import Path
 
 from .._io import atomic_write_json, sha256_file
-from .paths import IntegrityError, cache_dir
+from .paths import IntegrityError, _env_true, cache_dir
 
-__all__ = ["verify_file", "canonical_safetensors"]
+__all__ = ["verify_file", "canonical_safetensors", "always_rehash", "FileChangedError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,10 +49,24 @@ def _file_id(path: Path) -> dict[str, int | str]:
     }
 
 
-def _write_stamp(path: Path, sha256: str) -> None:
+class FileChangedError(IntegrityError):
+    """The file changed while it was being hashed: the hash proves nothing about what a load would read."""
+
+
+def always_rehash() -> bool:
+    """True when ``ZOO_ALWAYS_REHASH`` is set: every load hashes the whole file, stamps are ignored."""
+    return _env_true("ZOO_ALWAYS_REHASH")
+
+
+def _write_stamp(path: Path, sha256: str, ident: dict[str, int | str] | None = None) -> None:
+    """Remember that the file with identity ``ident`` (default: stat it now) has ``sha256``.
+
+    Callers that hashed the file pass the identity they took *before* hashing, so a write that landed
+    during the hash can never be stamped as good.
+    """
     stamp = _stamp_path(path)
     try:
-        atomic_write_json(stamp, {"id": _file_id(path), "sha256": sha256}, indent=None, fsync=False)
+        atomic_write_json(stamp, {"id": ident or _file_id(path), "sha256": sha256}, indent=None, fsync=False)
     except OSError as err:  # a read-only cache only costs speed
         _logger.debug("could not write verification stamp %s: %s", stamp, err)
 
@@ -68,7 +82,10 @@ def verify_file(
     """Check ``path`` against the registered ``sha256`` (and size); return the actual hash.
 
     Raises :class:`IntegrityError` naming the expected and actual hashes and ``fix``. A successful
-    check is stamped so the next call with the same unchanged file is instant.
+    check is stamped so the next call with the same unchanged file is instant: the file's identity
+    (size, mtime, ctime, inode, device) is taken *before* hashing and compared after it; if it changed
+    the file was written during the hash, nothing is stamped and :class:`FileChangedError` is raised.
+    ``ZOO_ALWAYS_REHASH=1`` ignores stamps (every load hashes the whole file).
     """
     path = Path(path)
     ident = _file_id(path)
@@ -79,7 +96,7 @@ def verify_file(
             f"or not the registered one. Nothing was loaded.{fix_text}"
         )
     stamp = _stamp_path(path)
-    if use_stamp and sha256 is not None:
+    if use_stamp and sha256 is not None and not always_rehash():
         try:
             data = json.loads(stamp.read_text())
             if data.get("id") == ident and data.get("sha256") == sha256:
@@ -93,8 +110,15 @@ def verify_file(
             f"sha256 mismatch for {path}:\n  expected {sha256}\n  actual   {actual}\n"
             f"The file is corrupted or not the registered one. Nothing was loaded.{fix_text}"
         )
+    after = _file_id(path)
+    if after != ident:
+        stamp.unlink(missing_ok=True)
+        changed = ", ".join(k for k in ident if ident[k] != after[k])
+        raise FileChangedError(
+            f"{path} changed while it was being hashed ({changed} differ before and after), so its hash "
+            f"proves nothing about the bytes a load would read. Nothing was loaded or stamped. Fix: stop "
+            f"whatever is writing to the file, then load again.{fix_text}"
+        )
     if sha256 is not None:
-        _write_stamp(path, actual)
+        _write_stamp(path, actual, ident)
     return actual
-
-

@@ -78,7 +78,7 @@ def download(name: str, force: bool = False) -> Path:
         name = f"hf-hub:{repo_id}@{snapshot.name}" if _COMMIT.match(snapshot.name) else name
     _, weights = resolve_hub_model(name, pretrained=True, download=False)
     assert weights is not None
-    return weights
+    return weights.path
 
 
 def copy_verified(src: Path, dst: Path, sha256: str | None, size: int | None) -> str:

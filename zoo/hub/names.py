@@ -9,7 +9,7 @@ from typing import Any
 from ..meta.cfg import PretrainedCfg
 from .integrity import verify_file
 from .paths import _COMMIT, CONFIG_NAME, HUB_PREFIXES, WEIGHTS_NAME, WeightsNotFoundError
-from .resolve import resolve_weights
+from .resolve import ResolvedWeights, resolve_weights, resolve_weights_record
 from .sources import WeightFile
 
 __all__ = ["is_hub_name", "parse_hub_name", "resolve_hub_model"]
@@ -66,7 +66,7 @@ def _snapshot_commit(path: Path) -> str | None:
 
 def resolve_hub_model(
     name: str, pretrained: bool = True, *, download: bool = True, force: bool = False
-) -> tuple[PretrainedCfg, Path | None]:
+) -> tuple[PretrainedCfg, ResolvedWeights | None]:
     """The config and (if ``pretrained``) the verified weights of an ``hf-hub:`` or ``local-dir:`` name.
 
     The repository (or directory) holds ``config.json`` with a ``zoo`` block (written by
@@ -88,9 +88,10 @@ def resolve_hub_model(
         weights = root / WEIGHTS_NAME
         if not weights.is_file():
             raise WeightsNotFoundError(f"{name}: {weights} not found; the directory holds only a config.")
-        verify_file(weights, cfg.sha256, cfg.file_size,
-                    fix=f"write the directory again with zoo.save_for_hf(model, {str(root)!r})")
-        return cfg, weights
+        sha = verify_file(weights, cfg.sha256, cfg.file_size,
+                          fix=f"write the directory again with zoo.save_for_hf(model, {str(root)!r})")
+        return cfg, ResolvedWeights(weights, sha, "local-dir", name, verified=cfg.sha256 is not None,
+                                    size=weights.stat().st_size)
 
     meta = WeightFile(name=name, hf_hub_id=target, hf_hub_filename=CONFIG_NAME, hf_hub_revision=revision,
                       hash_required=False)
@@ -101,7 +102,8 @@ def resolve_hub_model(
     if not pretrained:
         return cfg, None
     # next to a mirrored config.json, or at the commit the config came from
-    weights = resolve_weights(WeightFile.from_cfg(cfg, name=name), download=download, force=force)
+    pinned = f"hf-hub:{target}@{commit}" if commit else name
+    weights = resolve_weights_record(WeightFile.from_cfg(cfg, name=pinned), download=download, force=force)
     return cfg, weights
 
 

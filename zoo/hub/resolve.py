@@ -3,26 +3,64 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..meta.cfg import PretrainedCfg
 from .integrity import verify_file
 from .paths import IntegrityError, WeightsNotFoundError, _offline_reason, offline_mode
 from .sources import RemoteSource, WeightFile, WeightSource, _download_hint, default_sources
 
-__all__ = ["resolve_weights"]
+__all__ = ["resolve_weights", "resolve_weights_record", "record_checkpoint", "ResolvedWeights"]
 
 _logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What a model was loaded from: resolved and hashed once, then read by eval, export, pretrain, publishing.
+
+    ``verified`` is True when the bytes matched a recorded sha256 (the registry's, or the one that
+    ``config.json`` of an ``hf-hub:`` / ``local-dir:`` repository records); a ``checkpoint_path=``
+    file is hashed but verified against nothing. Passing a record as ``checkpoint_path`` to
+    ``zoo.create_model`` loads the same file without resolving or hashing it again.
+    """
+
+    path: Path
+    sha256: str | None
+    source: str  # where it was found: "mirror $ZOO_WEIGHTS_DIR", "repository weights/", "Hugging Face Hub", ...
+    name: str  # what the file is for: "arch.tag", "hf-hub:org/name@commit", "local-dir:/p" or the file path
+    verified: bool
+    size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly record (for run records, export metadata and model cards)."""
+        return {"path": str(self.path), "sha256": self.sha256, "source": self.source, "name": self.name,
+                "verified": self.verified, "size": self.size}
+
+
+def record_checkpoint(path: str | os.PathLike[str], name: str | None = None) -> ResolvedWeights:
+    """A ``checkpoint_path=`` file: hashed once (no stamp, no registry), marked unverified."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint {path} does not exist")
+    sha = verify_file(path, None)  # raises FileChangedError if it is written while hashed
+    return ResolvedWeights(path=path, sha256=sha, source="checkpoint_path", name=name or str(path),
+                           verified=False, size=path.stat().st_size)
+
+
 # --- resolution --------------------------------------------------------------------------------------
-def _check(wf: WeightFile, path: Path, fix: str, use_stamp: bool) -> None:
+def _check(wf: WeightFile, path: Path, fix: str, use_stamp: bool, source: str) -> ResolvedWeights:
+    size = path.stat().st_size
     if wf.sha256 is None:
         log = _logger.warning if wf.hash_required else _logger.debug
         log("%s: no registered sha256 (verified=False); using %s unchecked", wf.name, path)
-        return
-    verify_file(path, wf.sha256, wf.size, fix=fix, use_stamp=use_stamp)
+        return ResolvedWeights(path, None, source, wf.name, verified=False, size=size)
+    sha = verify_file(path, wf.sha256, wf.size, fix=fix, use_stamp=use_stamp)
+    return ResolvedWeights(path, sha, source, wf.name, verified=True, size=size)
 
 
 def _first_line(err: BaseException) -> str:
@@ -39,6 +77,21 @@ def resolve_weights(
     use_stamp: bool = True,
 ) -> Path:
     """Find a weight file locally, else download it; return its path after checking its sha256.
+
+    The path of :func:`resolve_weights_record`; see there.
+    """
+    return resolve_weights_record(cfg, sources, download=download, force=force, use_stamp=use_stamp).path
+
+
+def resolve_weights_record(
+    cfg: PretrainedCfg | WeightFile,
+    sources: Sequence[WeightSource] | None = None,
+    *,
+    download: bool = True,
+    force: bool = False,
+    use_stamp: bool = True,
+) -> ResolvedWeights:
+    """Find a weight file locally, else download it; return what was found after checking its sha256.
 
     Args:
         cfg: a pretrained config (its weight file) or a :class:`WeightFile`.
@@ -70,8 +123,7 @@ def resolve_weights(
                 tried.append(source.describe(wf))
                 continue
             _logger.debug("%s: found in %s at %s", wf.name, source.name, path)
-            _check(wf, path, source.repair_hint(wf), use_stamp)
-            return path
+            return _check(wf, path, source.repair_hint(wf), use_stamp, source.name)
     remotes = [s for s in sources if isinstance(s, RemoteSource) and s.can_fetch(wf)]
     if force and not remotes:
         raise WeightsNotFoundError(f"{wf.name} has no Hub repository or URL to download again from. "
@@ -92,8 +144,7 @@ def resolve_weights(
             continue
         fix = (f"retry with {_download_hint(wf, force=True)}; if it persists, the file at "
                f"{remote.remote_location(wf)} is not the registered one")
-        _check(wf, path, fix, use_stamp=False)
-        return path
+        return _check(wf, path, fix, use_stamp=False, source=remote.remote_name)
     lines = "\n".join(f"  - {t}" for t in tried)
     fixes = []
     if remotes:

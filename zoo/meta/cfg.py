@@ -132,6 +132,38 @@ class PretrainedCfg:
         """A JSON-serialisable dict (tuples become lists)."""
         return dataclasses.asdict(self)
 
+    # --- timm's view: timm reads ``model.pretrained_cfg`` as a dict (``.get(key)``, ``[key]``) ----------
+    def timm_dict(self) -> dict[str, Any]:
+        """This config as timm's ``pretrained_cfg`` dict (what ``timm.data.resolve_model_data_config`` reads).
+
+        timm only knows ``(x / 255 - mean) / std``: a [0, 1] or CT-window intensity is mean 0, std 1.
+        """
+        it, c = self.intensity, self.in_chans
+        if it.kind == "mean_std" and it.mean is not None and it.std is not None:
+            mean, std = tuple(it.mean), tuple(it.std)
+            if len(mean) != c:  # the model was created with another in_chans: one average value per channel
+                mean, std = (sum(mean) / len(mean),) * c, (sum(std) / len(std),) * c
+        else:
+            mean, std = (0.0,) * c, (1.0,) * c
+        return {
+            "architecture": self.architecture, "tag": self.tag or None, "hf_hub_id": self.hf_hub_id,
+            "input_size": tuple(self.input_size), "fixed_input_size": False, "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct, "crop_mode": "center", "mean": mean, "std": std,
+            "num_classes": self.num_classes, "first_conv": self.first_conv, "classifier": self.classifier,
+            "license": self.license_weights or None, "origin_url": self.origin or None,
+            "paper_name": self.paper or None,
+        }
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``timm_dict().get(key, default)``: lets timm's data helpers read a zoo model's config."""
+        return self.timm_dict().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.timm_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.timm_dict()
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
         """Inverse of :meth:`to_dict`; unknown keys raise."""

@@ -4,6 +4,10 @@ The flow of ``create_model(name, pretrained=True)``: registry (or, for ``hf-hub:
 names, the repository's config.json via ``_hub``) -> entry function -> here: resolve the weight file
 (``_hub``) -> verify sha256 -> read safetensors -> family filter -> adapt the first convolution to
 ``in_chans`` -> drop a classifier head that does not fit -> strict load -> ``features_only`` wrapper.
+
+What was loaded is resolved and hashed once and recorded on the model as ``model.pretrained_source``
+(a :class:`zoo.hub.ResolvedWeights`: path, sha256, source, name, verified; None for random init).
+Eval, export, pretraining and publishing read it instead of resolving again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..hub import is_hub_name, resolve_hub_model, resolve_weights
+from ..hub import ResolvedWeights, is_hub_name, record_checkpoint, resolve_hub_model, resolve_weights_record
 from ..meta.cfg import PretrainedCfg
 from ..meta.registry import get_model_entrypoint, get_pretrained_cfg
 
@@ -47,7 +51,7 @@ def create_model(
     in_chans: int | None = None,
     features_only: bool = False,
     out_indices: int | list[int] | tuple[int, ...] | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_path: str | os.PathLike[str] | ResolvedWeights | None = None,
     pretrained_cfg_overlay: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -61,7 +65,9 @@ def create_model(
         in_chans: input channels; the first convolution is adapted from the checkpoint's.
         features_only: return a model that outputs multi-scale feature maps (see ``feature_info``).
         out_indices: which feature levels to return with ``features_only``.
-        checkpoint_path: a local safetensors file to load instead of the registered one (not verified).
+        checkpoint_path: a local safetensors file to load instead of the registered one (hashed, not
+            verified), or a :class:`zoo.hub.ResolvedWeights` (e.g. another model's ``pretrained_source``),
+            loaded without resolving or hashing it again.
         pretrained_cfg_overlay: fields replacing those of the registered pretrained config.
         **kwargs: architecture arguments (e.g. ``drop_rate``, ``norm``).
     """
@@ -94,29 +100,45 @@ def build_model_with_cfg(
     pretrained_cfg: PretrainedCfg | None = None,
     features_only: bool = False,
     out_indices: int | list[int] | tuple[int, ...] | None = None,
-    checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_path: str | os.PathLike[str] | ResolvedWeights | None = None,
     filter_fn: FilterFn | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Instantiate ``model_cls`` with the config's arch kwargs, load weights, wrap for features."""
+    """Instantiate ``model_cls`` with the config's arch kwargs, load weights, wrap for features.
+
+    The weights are resolved and hashed once (zero times when stamped or given as a
+    :class:`ResolvedWeights`); the record is ``model.pretrained_source`` (None without weights).
+    """
     cfg = pretrained_cfg or get_pretrained_cfg(name)
     model_kwargs = {**cfg.arch_kwargs, **kwargs}
     model_kwargs.setdefault("num_classes", cfg.num_classes)
     model_kwargs.setdefault("in_chans", cfg.in_chans)
     model = model_cls(**model_kwargs)
-    if checkpoint_path is not None or pretrained:
-        path = Path(checkpoint_path) if checkpoint_path is not None else resolve_weights(cfg)
-        load_checkpoint(model, path, cfg, filter_fn=filter_fn)
+    source: ResolvedWeights | None = None
+    if isinstance(checkpoint_path, ResolvedWeights):
+        source = checkpoint_path
+    elif checkpoint_path is not None:
+        path = Path(checkpoint_path)
+        # a missing or unreadable file gets load_checkpoint's error; a readable one is hashed once
+        source = record_checkpoint(path) if path.is_file() else None
+        if source is None:
+            load_checkpoint(model, path, cfg, filter_fn=filter_fn)
+    elif pretrained:
+        source = resolve_weights_record(cfg)
+    if source is not None:
+        load_checkpoint(model, source.path, cfg, filter_fn=filter_fn)
     # record every architecture argument, so that zoo.save_for_hf can rebuild exactly this model
     arch_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("num_classes", "in_chans")}
     model.pretrained_cfg = cfg.replace(in_chans=model_kwargs["in_chans"], arch_kwargs=arch_kwargs,
                                        input_size=(model_kwargs["in_chans"], *cfg.input_size[1:]))
+    model.pretrained_source = source
     if features_only:
         from timm.models._features import FeatureGetterNet
 
         wrapped = FeatureGetterNet(model, out_indices=len(model.feature_info) if out_indices is None else out_indices,
                                    output_fmt="NCHW")
         wrapped.pretrained_cfg = model.pretrained_cfg
+        wrapped.pretrained_source = source
         wrapped.in_chans = model.in_chans
         wrapped.spatial_dims = model.spatial_dims
         return wrapped

@@ -262,14 +262,19 @@ def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn
         path = found
     try:
         if path.is_file():
-            return create_model(arch, checkpoint_path=path, num_classes=num_classes, **model_kwargs)
-        return create_model(init_from, pretrained=True, num_classes=num_classes, **model_kwargs)
+            model = create_model(arch, checkpoint_path=path, num_classes=num_classes, **model_kwargs)
+        else:
+            model = create_model(init_from, pretrained=True, num_classes=num_classes, **model_kwargs)
     except Exception as err:
         raise PretrainError(
             f"--init-from {init_from}: cannot build {arch if path.is_file() else init_from} with those weights "
             f"({type(err).__name__}: {err}). Give a registered name with weights (`zoo list --pretrained`), a "
             f"safetensors file of {arch}, or a run directory."
         ) from err
+    src = model.pretrained_source  # resolved and hashed once by the builder: not resolved again here
+    _logger.info("--init-from %s: %s (sha256 %s, %s)", init_from, src.path, src.sha256,
+                 "verified against the registry" if src.verified else "not registered")
+    return model
 
 
 def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
