@@ -168,3 +168,56 @@ def test_missing_weights_list_every_source(register_weights, monkeypatch) -> Non
 def test_overlay_changes_the_pretrained_cfg() -> None:
     model = zoo.create_model("pcrl_resnet18", pretrained_cfg_overlay={"input_size": (3, 128, 128)})
     assert model.pretrained_cfg.input_size == (3, 128, 128)
+
+
+# --- what was loaded, resolved and hashed once -------------------------------------------------------
+def _count_hashes(monkeypatch) -> list:
+    calls: list = []
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", lambda p: calls.append(p) or real(p))
+    return calls
+
+
+def test_model_records_what_it_loaded_hashed_once_cold_and_never_warm(register_weights, monkeypatch) -> None:
+    path = register_weights("pcrl_resnet18.unit", _state("pcrl_resnet18"))
+    calls = _count_hashes(monkeypatch)
+    model = zoo.create_model("pcrl_resnet18.unit", pretrained=True)
+    assert len(calls) == 1  # cold: one full hash
+    src = model.pretrained_source
+    assert isinstance(src, zoo.hub.ResolvedWeights) and src.verified and src.path == path
+    assert src.sha256 == zoo.get_pretrained_cfg("pcrl_resnet18.unit").sha256 == sha256_file(path)
+    assert src.name == "pcrl_resnet18.unit" and "ZOO_WEIGHTS_DIR" in src.source and src.size == path.stat().st_size
+    calls.clear()
+    feats = zoo.create_model("pcrl_resnet18.unit", pretrained=True, features_only=True)
+    assert calls == [] and feats.pretrained_source == src  # warm: the stamp, zero hashes; on the wrapper too
+    # the record itself loads the same file with no resolution and no hash
+    again = zoo.create_model("pcrl_resnet18", num_classes=0, checkpoint_path=src)
+    assert calls == [] and again.pretrained_source is src
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
+    assert zoo.create_model("pcrl_resnet18").pretrained_source is None  # random init
+
+
+def test_checkpoint_path_is_hashed_once_and_marked_unverified(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "mine.safetensors"
+    save_file(_state("pcrl_resnet18"), str(path))
+    calls = _count_hashes(monkeypatch)
+    model = zoo.create_model("pcrl_resnet18", checkpoint_path=path)
+    assert len(calls) == 1
+    src = model.pretrained_source
+    assert src.sha256 == sha256_file(path) and not src.verified and src.source == "checkpoint_path"
+
+
+def test_eval_and_export_read_the_record_instead_of_resolving_again(register_weights, monkeypatch) -> None:
+    from zoo.eval.harness import build_classifier, resolve_source
+    from zoo.export.onnx import _resolve_model
+
+    register_weights("pcrl_resnet18.unit", _state("pcrl_resnet18"))
+    calls = _count_hashes(monkeypatch)
+    source = resolve_source("pcrl_resnet18.unit")
+    for seed in range(3):
+        model = build_classifier(source, "pretrained", num_classes=2, seed=seed)
+        assert model.pretrained_source is source.weights
+    assert len(calls) == 1 and source.sha256 == source.weights.sha256  # one hash for the whole evaluation
+    calls.clear()
+    model, _, sha = _resolve_model("pcrl_resnet18.unit", False, None, None, {})
+    assert calls == [] and sha == source.sha256 and model.pretrained_source.verified

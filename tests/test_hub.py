@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from huggingface_hub import ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
 import zoo
-from zoo import cli
+from zoo import _io, cli
 from zoo import hub as _hub
 from zoo.hub import IntegrityError, WeightsNotFoundError, resolve_weights
 from zoo.hub import integrity as _integrity
@@ -565,6 +566,165 @@ def test_stamp_is_invalidated_by_any_rewrite(tmp_path: Path) -> None:
     _flip_byte_keep_size_and_mtime(path)
     with pytest.raises(IntegrityError):
         _hub.verify_file(path, sha)
+
+
+def _hash_with_a_writer(path: Path, write: Callable[[Path], None]) -> Callable[[Any], str]:
+    """A sha256 reader that lets ``write`` rewrite the file after the first 64 KiB chunk is hashed, then
+    finishes: the race of a concurrent writer, made deterministic."""
+    hashed_some, written = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        assert hashed_some.wait(10)
+        write(path)
+        written.set()
+
+    def slow_sha256(p: Any) -> str:
+        digest = hashlib.sha256()
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 16):
+                digest.update(chunk)
+                if not hashed_some.is_set():
+                    hashed_some.set()
+                    assert written.wait(10)  # the other thread writes while this hash runs
+        return digest.hexdigest()
+
+    threading.Thread(target=writer, daemon=True).start()
+    return slow_sha256
+
+
+def _flip_first_byte_keep_size_and_mtime(path: Path) -> None:
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0xFF]))  # in the part already hashed: the hash still matches
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_stamp_race_a_write_during_the_hash_is_never_stamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "w.safetensors"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", _hash_with_a_writer(path, _flip_first_byte_keep_size_and_mtime))
+    with pytest.raises(_hub.FileChangedError, match="changed while it was being hashed"):
+        _hub.verify_file(path, sha)  # the bytes hashed were the registered ones; the file is not any more
+    monkeypatch.setattr(_integrity, "sha256_file", real)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):  # no stamp vouches for the new bytes
+        _hub.verify_file(path, sha)
+
+
+def test_zoo_always_rehash_hashes_every_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 4096)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    calls: list[Any] = []
+    real = _integrity.sha256_file
+    monkeypatch.setattr(_integrity, "sha256_file", lambda p: calls.append(p) or real(p))
+    _hub.verify_file(path, sha)
+    _hub.verify_file(path, sha)
+    assert len(calls) == 1  # stamped
+    monkeypatch.setenv("ZOO_ALWAYS_REHASH", "1")
+    _hub.verify_file(path, sha)
+    _hub.verify_file(path, sha)
+    assert len(calls) == 3  # e.g. for files that may be written through a shared mmap (no mtime/ctime change)
+
+
+_TIMM_LOAD_MANY = """
+import sys, torch, timm
+from safetensors.torch import save_file
+torch.set_num_threads(1)  # as the test process (conftest): the same kernels, so equality is bitwise
+out = {}
+for i, name in enumerate(sys.argv[2:]):
+    model = timm.create_model(name, pretrained=True).eval()
+    assert type(model).__module__.startswith("timm.models."), type(model)
+    torch.manual_seed(i)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out[f"x{i}"], out[f"y{i}"] = x, model(x)
+save_file(out, sys.argv[1])
+"""
+
+
+def _timm_outputs(hub: FakeHub, tmp_path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    env = {**_worker_env(hub), "HF_HOME": str(tmp_path / "timm_hf_home")}
+    out = tmp_path / "timm_out.safetensors"
+    res = subprocess.run([sys.executable, "-c", _TIMM_LOAD_MANY, str(out), *names], env=env,
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    return load_file(str(out))
+
+
+@pytest.mark.slow
+def test_timm_loads_each_shipped_2d_family_from_the_hub_with_identical_outputs(
+    online: FakeHub, tmp_path: Path
+) -> None:
+    # a backbone file (copied byte for byte) and the PCRL file that holds the whole U-Net (its encoder published)
+    names = ["mocov2_resnet18.kermany64", "pcrl_resnet18.kermany64"]
+    repos = [f"zoo-test/{n.replace('.', '-')}" for n in names]
+    registered = {n: zoo.get_pretrained_cfg(n) for n in names}
+    for name, repo in zip(names, repos, strict=True):
+        zoo.push_to_hub(name, repo)
+    ref = _timm_outputs(online, tmp_path, [f"hf-hub:{r}" for r in repos])
+    for i, (name, repo) in enumerate(zip(names, repos, strict=True)):
+        files = online.repos[repo].commits[online.repos[repo].refs["main"]]
+        config = json.loads(files["config.json"])
+        assert config["architecture"] == "resnet18", name
+        published = hashlib.sha256(files["model.safetensors"]).hexdigest()
+        assert config["zoo"]["pretrained_cfg"]["sha256"] == published
+        ours = zoo.create_model(name, pretrained=True).eval()
+        from_hub = zoo.create_model(f"hf-hub:{repo}", pretrained=True).eval()
+        assert from_hub.pretrained_source.sha256 == published and from_hub.pretrained_source.verified
+        with torch.no_grad():
+            assert torch.equal(ours(ref[f"x{i}"]), ref[f"y{i}"]), name  # timm == zoo, bit for bit
+            assert torch.equal(from_hub(ref[f"x{i}"]), ref[f"y{i}"]), name
+        # the registered file itself never changes
+        assert ours.pretrained_source.sha256 == registered[name].sha256 == _io.sha256_file(ours.pretrained_source.path)
+        card = files["README.md"].decode()
+        assert "no timm equivalent" not in card and "timm.create_model" in card
+    # the encoder file is not the registered file: its own sha256, and the registered one it came from
+    pcrl = json.loads(online.repos[repos[1]].commits[online.repos[repos[1]].refs["main"]]["config.json"])
+    assert pcrl["zoo"]["extracted_from"]["sha256"] == registered[names[1]].sha256
+    assert pcrl["zoo"]["pretrained_cfg"]["sha256"] != registered[names[1]].sha256
+    assert registered[names[1]].sha256 in online.repos[repos[1]].commits[online.repos[repos[1]].refs["main"]]["README.md"].decode()
+    mocov2 = online.repos[repos[0]].commits[online.repos[repos[0]].refs["main"]]
+    assert hashlib.sha256(mocov2["model.safetensors"]).hexdigest() == registered[names[0]].sha256  # byte for byte
+
+
+def test_pcrl_encoder_name_publishes_the_encoder_that_timm_loads(tmp_path: Path) -> None:
+    import timm
+
+    name = "pcrl_resnet18.kermany64"  # its registered file is the whole PCRL U-Net
+    cfg = zoo.get_pretrained_cfg(name)
+    folder = zoo.save_for_hf(name, tmp_path / "repo")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet18"
+    assert config["zoo"]["extracted_from"]["sha256"] == cfg.sha256 != config["zoo"]["pretrained_cfg"]["sha256"]
+    assert config["zoo"]["pretrained_cfg"]["sha256"] == _io.sha256_file(folder / "model.safetensors")
+    ours = zoo.create_model(name, pretrained=True).eval()
+    assert _io.sha256_file(ours.pretrained_source.path) == cfg.sha256  # the registered bytes never change
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+    card = (folder / "README.md").read_text()
+    assert "no timm equivalent" not in card and cfg.sha256 in card
+
+
+@pytest.mark.slow
+def test_timm_loads_a_bit_resnetv2_from_the_hub_with_identical_outputs(online: FakeHub, tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    model = zoo.create_model("swcl_resnetv2_50x1").eval()  # the BiT family (its shipped weights are upstream's)
+    zoo.push_to_hub(model, "zoo-test/bit")
+    ref = _timm_outputs(online, tmp_path, ["hf-hub:zoo-test/bit"])
+    config = json.loads(online.repos["zoo-test/bit"].commits[online.repos["zoo-test/bit"].refs["main"]]["config.json"])
+    assert config["architecture"] == "resnetv2_50x1_bit"
+    from_hub = zoo.create_model("hf-hub:zoo-test/bit", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(from_hub(ref["x0"]), ref["y0"])  # timm (eps 1e-8) == zoo (eps 1e-10) on this file
+        # the stored standardised convs change the model's own outputs by float32 rounding only
+        torch.testing.assert_close(model(ref["x0"]), ref["y0"], rtol=1e-4, atol=1e-4)
 
 
 def test_save_for_hf_refuses_what_it_cannot_describe(tmp_path: Path) -> None:
