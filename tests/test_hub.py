@@ -34,7 +34,7 @@ from zoo.meta import registry as _registry
 from zoo.meta.registry import list_models, register_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
-ARCH = "genesis_unet3d"
+ARCH = "unet3d"
 TINY = {"width": 4}  # a 3D U-Net encoder of ~30k parameters: a real zoo model, tiny files
 
 
@@ -79,7 +79,7 @@ def weights() -> tuple[bytes, str]:
 
 @pytest.fixture
 def register() -> Iterator[Callable[..., str]]:
-    """Register temporary ``genesis_unet3d.hubtest_N`` entries (valid ones); removed afterwards."""
+    """Register temporary ``unet3d.hubtest_N`` entries (valid ones); removed afterwards."""
     list_models()  # load the catalog
     names: list[str] = []
 
@@ -416,7 +416,7 @@ print(type(model).__module__, type(model).__name__)
 
 def test_push_then_load_back_with_zoo_and_with_timm(online: FakeHub, tmp_path: Path) -> None:
     torch.manual_seed(3)
-    model = zoo.create_model("pcrl_resnet18").eval()
+    model = zoo.create_model("resnet18").eval()
     info = zoo.push_to_hub(model, "zoo-test/pcrl18", metrics={"probe_auc": 0.5})
     assert len(info.oid) == 40
     files = online.repos["zoo-test/pcrl18"].commits[info.oid]
@@ -477,7 +477,7 @@ def test_local_dir_round_trip_and_timm(tmp_path: Path) -> None:
     import timm
 
     torch.manual_seed(4)
-    model = zoo.create_model("pcrl_resnet18", num_classes=3).eval()
+    model = zoo.create_model("resnet18", num_classes=3).eval()
     folder = zoo.save_for_hf(model, tmp_path / "repo")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -495,8 +495,8 @@ def test_timm_equivalence_is_checked_not_assumed() -> None:
     from zoo.export.huggingface import _timm_architecture
 
     with torch.device("meta"):
-        bit = zoo.create_model("swcl_resnetv2_50x1")
-        r50 = zoo.create_model("mocov2_resnet50")
+        bit = zoo.create_model("resnetv2_50x1_bit")
+        r50 = zoo.create_model("resnet50")
     shapes = {k: tuple(v.shape) for k, v in bit.state_dict().items()}
     assert _timm_architecture(bit.pretrained_cfg, shapes)[:2] == ("resnetv2_50x1_bit", 2048)
     shapes50 = {k: tuple(v.shape) for k, v in r50.state_dict().items()}
@@ -661,7 +661,7 @@ def test_timm_loads_each_shipped_2d_family_from_the_hub_with_identical_outputs(
     online: FakeHub, tmp_path: Path
 ) -> None:
     # a backbone file (copied byte for byte) and the PCRL file that holds the whole U-Net (its encoder published)
-    names = ["mocov2_resnet18.kermany64", "pcrl_resnet18.kermany64"]
+    names = ["resnet18.mocov2_kermany64", "resnet18.pcrl_kermany64"]
     repos = [f"zoo-test/{n.replace('.', '-')}" for n in names]
     registered = {n: zoo.get_pretrained_cfg(n) for n in names}
     for name, repo in zip(names, repos, strict=True):
@@ -695,7 +695,7 @@ def test_timm_loads_each_shipped_2d_family_from_the_hub_with_identical_outputs(
 def test_pcrl_encoder_name_publishes_the_encoder_that_timm_loads(tmp_path: Path) -> None:
     import timm
 
-    name = "pcrl_resnet18.kermany64"  # its registered file is the whole PCRL U-Net
+    name = "resnet18.pcrl_kermany64"  # its registered file is the whole PCRL U-Net
     cfg = zoo.get_pretrained_cfg(name)
     folder = zoo.save_for_hf(name, tmp_path / "repo")
     config = json.loads((folder / "config.json").read_text())
@@ -715,7 +715,7 @@ def test_pcrl_encoder_name_publishes_the_encoder_that_timm_loads(tmp_path: Path)
 @pytest.mark.slow
 def test_timm_loads_a_bit_resnetv2_from_the_hub_with_identical_outputs(online: FakeHub, tmp_path: Path) -> None:
     torch.manual_seed(5)
-    model = zoo.create_model("swcl_resnetv2_50x1").eval()  # the BiT family (its shipped weights are upstream's)
+    model = zoo.create_model("resnetv2_50x1_bit").eval()  # the BiT family (its shipped weights are upstream's)
     zoo.push_to_hub(model, "zoo-test/bit")
     ref = _timm_outputs(online, tmp_path, ["hf-hub:zoo-test/bit"])
     config = json.loads(online.repos["zoo-test/bit"].commits[online.repos["zoo-test/bit"].refs["main"]]["config.json"])

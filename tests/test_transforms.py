@@ -93,7 +93,7 @@ def test_timm_data_helpers_read_zoo_models() -> None:
     from timm.data import create_transform as timm_transform
     from timm.data import resolve_model_data_config
 
-    model = zoo.create_model("pcrl_resnet18.kermany64")
+    model = zoo.create_model("resnet18.pcrl_kermany64")
     cfg = resolve_model_data_config(model)
     assert cfg["input_size"] == (3, 64, 64) and cfg["mean"] == IMAGENET_MEAN and cfg["interpolation"] == "bilinear"
     assert cfg["crop_pct"] == 1.0 and cfg["crop_mode"] == "center"
@@ -102,10 +102,10 @@ def test_timm_data_helpers_read_zoo_models() -> None:
     ours = zoo.create_transform(model)(_xray().convert("RGB"))
     assert (x - ours).abs().mean() < 0.05  # PIL's resize vs torch's: close, not bitwise
     # a model created with another in_chans: one mean per channel
-    grey = resolve_model_data_config(zoo.create_model("pcrl_resnet18", in_chans=1))
+    grey = resolve_model_data_config(zoo.create_model("resnet18", in_chans=1))
     assert grey["input_size"] == (1, 64, 64) and len(grey["mean"]) == len(grey["std"]) == 1
     # a CT model: timm's mean/std that leave the [0, 1] window untouched
-    ct = resolve_model_data_config(zoo.create_model("genesis_unet3d"))
+    ct = resolve_model_data_config(zoo.create_model("unet3d"))
     assert ct["mean"] == (0.0,) and ct["std"] == (1.0,) and ct["input_size"] == (1, 64, 64, 32)
 
 
@@ -125,17 +125,17 @@ def test_zoo_resolve_data_config_reads_timm_models_and_dicts() -> None:
 
 def test_training_transform_2d_crops_and_flips_reproducibly() -> None:
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    eval_x = zoo.create_transform("pcrl_resnet18")(img)
+    eval_x = zoo.create_transform("resnet18")(img)
     # the whole square image at its own size: each draw is the image or its mirror
-    tf = zoo.create_transform("pcrl_resnet18", is_training=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), seed=0)
+    tf = zoo.create_transform("resnet18", is_training=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), seed=0)
     flips = []
     for _ in range(20):
         y = tf(img)
         assert torch.allclose(y, eval_x, atol=1e-5) or torch.allclose(y, eval_x.flip(-1), atol=1e-5)
         flips.append(torch.allclose(y, eval_x.flip(-1), atol=1e-5))
     assert 0 < sum(flips) < 20
-    a = zoo.create_transform("pcrl_resnet18", is_training=True, seed=3)
-    b = zoo.create_transform("pcrl_resnet18", is_training=True, seed=3)
+    a = zoo.create_transform("resnet18", is_training=True, seed=3)
+    b = zoo.create_transform("resnet18", is_training=True, seed=3)
     xa, xb = [a(_xray()) for _ in range(2)], [b(_xray()) for _ in range(2)]
     assert xa[0].shape == (3, 64, 64) and torch.equal(xa[0], xb[0]) and torch.equal(xa[1], xb[1])
     assert not torch.equal(xa[0], xa[1])  # random resized crops differ between draws
@@ -144,14 +144,14 @@ def test_training_transform_2d_crops_and_flips_reproducibly() -> None:
 def test_training_transform_3d_random_cubes_with_flips() -> None:
     rng = np.random.default_rng(0)
     vol = rng.normal(0, 400, (48, 40, 36)).astype(np.float32)
-    tf = zoo.create_transform("genesis_unet3d", input_size=(1, 16, 16, 8), is_training=True, seed=0)
+    tf = zoo.create_transform("unet3d", input_size=(1, 16, 16, 8), is_training=True, seed=0)
     xs = [tf(vol) for _ in range(4)]
     assert all(x.shape == (1, 16, 16, 8) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0 for x in xs)
     assert not torch.equal(xs[0], xs[1])
     # a volume of exactly the cube size: the crop is the whole cube, flipped on X with probability 1
     cube = vol[:16, :16, :8]
-    flip = zoo.create_transform("genesis_unet3d", input_size=(1, 16, 16, 8), is_training=True, hflip=1.0)
-    plain = zoo.create_transform("genesis_unet3d", input_size=(1, 16, 16, 8))
+    flip = zoo.create_transform("unet3d", input_size=(1, 16, 16, 8), is_training=True, hflip=1.0)
+    plain = zoo.create_transform("unet3d", input_size=(1, 16, 16, 8))
     assert torch.equal(flip(cube), plain(cube).flip(1))
     with pytest.raises(ValueError, match="2D"):
-        zoo.create_transform("genesis_unet3d", is_training=True, scale=(0.5, 1.0))
+        zoo.create_transform("unet3d", is_training=True, scale=(0.5, 1.0))

@@ -8,7 +8,7 @@ config.json is otherwise written the way timm writes it, so ``timm.create_model(
 pretrained=True)`` loads the same weights.
 
 A registered name whose file holds exactly the model's tensors is copied byte for byte (the registered
-sha256 still holds). One whose file holds more (``pcrl_resnet18.kermany64`` ships the whole PCRL U-Net;
+sha256 still holds). One whose file holds more (``resnet18.pcrl_kermany64`` ships the whole PCRL U-Net;
 its name is the encoder) is published as the model's own state dict: the encoder, with its own sha256,
 and config.json and the card record the registered file and its sha256 it was taken from.
 """
