@@ -657,11 +657,17 @@ def _timm_outputs(hub: FakeHub, tmp_path: Path, names: list[str]) -> dict[str, t
 
 
 @pytest.mark.slow
-def test_timm_loads_each_shipped_2d_family_from_the_hub_with_identical_outputs(
+def test_timm_loads_every_shipped_2d_checkpoint_from_the_hub_with_identical_outputs(
     online: FakeHub, tmp_path: Path
 ) -> None:
-    # a backbone file (copied byte for byte) and the PCRL file that holds the whole U-Net (its encoder published)
+    # every shipped 2D checkpoint: backbone files (copied byte for byte) and the PCRL file that holds the
+    # whole U-Net (its encoder published); the upstream ones are not in the repository (and never pushed)
+    shipped = [n for n in list_models(pretrained=True) if zoo.get_pretrained_cfg(n).spatial_dims == 2
+               and zoo.get_pretrained_cfg(n).file and (_hub.repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file()
+               and not zoo.get_pretrained_cfg(n).is_official and not n.startswith("unet_")]
     names = ["resnet18.mocov2_kermany64", "resnet18.pcrl_kermany64"]
+    names += [n for n in shipped if n not in names]
+    assert len(names) >= 7, names
     repos = [f"zoo-test/{n.replace('.', '-')}" for n in names]
     registered = {n: zoo.get_pretrained_cfg(n) for n in names}
     for name, repo in zip(names, repos, strict=True):
@@ -671,6 +677,7 @@ def test_timm_loads_each_shipped_2d_family_from_the_hub_with_identical_outputs(
         files = online.repos[repo].commits[online.repos[repo].refs["main"]]
         config = json.loads(files["config.json"])
         assert config["architecture"] == "resnet18", name
+        assert ("extracted_from" in config["zoo"]) == (name == "resnet18.pcrl_kermany64"), name
         published = hashlib.sha256(files["model.safetensors"]).hexdigest()
         assert config["zoo"]["pretrained_cfg"]["sha256"] == published
         ours = zoo.create_model(name, pretrained=True).eval()
