@@ -61,15 +61,15 @@ def test_pairs_apply_the_transformations_with_their_rates() -> None:
 def test_export_strict_loads(tmp_path) -> None:
     method = ModelsGenesis(model_kwargs={"width": 8})
     save_file(method.export_state_dict(), str(tmp_path / "g.safetensors"))
-    zoo.create_model("genesis_unet3d_seg", width=8, checkpoint_path=tmp_path / "g.safetensors")
-    zoo.create_model("genesis_unet3d", width=8, checkpoint_path=tmp_path / "g.safetensors")
-    enc = ModelsGenesis("genesis_unet3d", model_kwargs={"width": 8})
+    zoo.create_model("unet3d_seg", width=8, norm="batch_stats_bn", checkpoint_path=tmp_path / "g.safetensors")
+    zoo.create_model("unet3d", width=8, norm="batch_stats_bn", checkpoint_path=tmp_path / "g.safetensors")
+    enc = ModelsGenesis("unet3d", model_kwargs={"width": 8})
     save_file(enc.export_state_dict(), str(tmp_path / "e.safetensors"))
-    zoo.create_model("genesis_unet3d", width=8, checkpoint_path=tmp_path / "e.safetensors")
+    zoo.create_model("unet3d", width=8, norm="batch_stats_bn", checkpoint_path=tmp_path / "e.safetensors")
 
 
-@pytest.mark.parametrize(("method_name", "arch"), [("genesis", "genesis_unet3d_small_seg"), ("genesis", "genesis_unet3d_small"),
-                                               ("pcrl", "pcrl_unet3d_small_seg"), ("pcrl", "pcrl_unet3d_small")])
+@pytest.mark.parametrize(("method_name", "arch"), [("genesis", "unet3d_small_seg"), ("genesis", "unet3d_small"),
+                                               ("pcrl", "unet3d_small_seg"), ("pcrl", "unet3d_small")])
 def test_the_width16_reference_archs_train_and_export(tmp_path, method_name: str, arch: str) -> None:
     """The CPU-sized reference architectures of scripts/pretrain_reference.sh (genesis_ct, pcrl_ct)."""
     from zoo.methods import get_method
@@ -77,7 +77,23 @@ def test_the_width16_reference_archs_train_and_export(tmp_path, method_name: str
     method = get_method(method_name)(arch)
     assert method.net.feature_info[-1]["num_chs"] == 256  # width 16: 16 * 2 ** 4
     save_file(method.export_state_dict(), str(tmp_path / "w.safetensors"))
-    zoo.create_model(arch, checkpoint_path=tmp_path / "w.safetensors")  # strict
+    zoo.create_model(arch, checkpoint_path=tmp_path / "w.safetensors", **method.model_kwargs)  # strict
+    assert method.model_kwargs.get("norm") == ("batch_stats_bn" if method_name == "genesis" else None)
+
+
+def test_old_and_new_names_build_the_same_network() -> None:
+    """genesis_unet3d_small_seg (zoo 0.1) = unet3d_small_seg with Models Genesis' batch-statistics BN."""
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning):
+        old = ModelsGenesis("genesis_unet3d_small_seg")
+    torch.manual_seed(0)
+    new = ModelsGenesis("unet3d_small_seg")
+    assert old.arch == new.arch == "unet3d_small_seg"
+    assert old.model_kwargs["norm"] == new.model_kwargs["norm"] == "batch_stats_bn"
+    x = torch.rand(2, 1, 16, 16, 16)
+    a = old(x, torch.Generator().manual_seed(1))["loss"]
+    b = new(x, torch.Generator().manual_seed(1))["loss"]
+    assert torch.equal(a, b)
 
 
 def test_bad_inputs_are_named() -> None:
@@ -88,5 +104,7 @@ def test_bad_inputs_are_named() -> None:
         method(torch.rand(2, 1, 20, 16, 16))
     with pytest.raises(ValueError, match="probability"):
         ModelsGenesis(paint_rate=1.5)
-    with pytest.raises(ValueError, match="not supported"):
-        ModelsGenesis("pcrlv2_unet3d_seg")
+    with pytest.raises(ValueError, match="trains a 3D U-Net"):
+        ModelsGenesis("unet3d_seg", model_kwargs={"decoder": "noskip"})
+    with pytest.raises(ValueError, match="trains a 3D U-Net"):
+        ModelsGenesis("resnet18")

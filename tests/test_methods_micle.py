@@ -21,7 +21,7 @@ from zoo.methods.micle import MICLe
 from zoo.methods.simclr import SimCLR
 from zoo.train.pretrain import PretrainConfig, _collate, pretrain
 
-ARCH = "micle_resnet18"
+ARCH = "resnet18"
 # Kermany training patients: person1019 and IM-0429 have 3 images, person1000 2, person1001 and IM-0115 1
 PATIENTS = {"PNEUMONIA": ("person1019_", "person1000_", "person1001_"), "NORMAL": ("IM-0429-", "IM-0115-")}
 

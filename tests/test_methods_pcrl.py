@@ -39,7 +39,7 @@ def _undo_code(t: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
 def test_registered_and_runs_on_real_xrays() -> None:
     assert get_method("pcrl") is PCRL
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=64)
+    method = PCRL("unet_resnet18", queue_size=64)
     log = _train(method, xray_batch(4, 64), steps=2)
     assert TERMS <= set(log[0])
     for rec in log:
@@ -49,7 +49,7 @@ def test_registered_and_runs_on_real_xrays() -> None:
 
 def test_loss_decreases_on_a_tiny_fixed_subset() -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=16)
+    method = PCRL("unet_resnet18", queue_size=16)
     log = _train(method, xray_batch(4, 32), steps=20)
     total = [r["loss"] for r in log]
     recon = [r["loss_recon"] for r in log]
@@ -63,16 +63,16 @@ def test_same_seed_gives_identical_losses() -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(_train(PCRL("pcrl_unet_resnet18", queue_size=32), x, steps=3, seed=7))
+        runs.append(_train(PCRL("unet_resnet18", queue_size=32), x, steps=3, seed=7))
     assert runs[0] == runs[1]
     torch.manual_seed(3)
-    other = _train(PCRL("pcrl_unet_resnet18", queue_size=32), x, steps=1, seed=8)
+    other = _train(PCRL("unet_resnet18", queue_size=32), x, steps=1, seed=8)
     assert other[0]["loss"] != runs[0][0]["loss"]
 
 
 def test_attention_is_fed_the_transformation_code() -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=16)
+    method = PCRL("unet_resnet18", queue_size=16)
     x = xray_batch(2, 32)
     with torch.no_grad():
         feats = encode(method.net, x)
@@ -93,7 +93,7 @@ def test_attention_is_fed_the_transformation_code() -> None:
 @pytest.mark.parametrize("mode", ["clean", "official"])
 def test_targets_follow_the_code_and_reconstructions_have_the_input_shape(mode: str) -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=16, recon_target=mode)
+    method = PCRL("unet_resnet18", queue_size=16, recon_target=mode)
     x = xray_batch(4, 64)
     v = method.make_views(x, torch.Generator().manual_seed(1))
     assert v.code1.shape == (4, 6) and torch.equal(v.code1[:, 2:].sum(1), torch.ones(4))
@@ -111,7 +111,7 @@ def test_targets_follow_the_code_and_reconstructions_have_the_input_shape(mode: 
 
 def test_momentum_encoder_takes_no_gradient_and_follows_the_ema() -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=16)
+    method = PCRL("unet_resnet18", queue_size=16)
     with torch.no_grad():  # weights changed after construction (as --init-from does) reach the EMA
         method.net.encoder.conv1.weight.mul_(2.0)
     assert not torch.equal(method.ema.encoder.conv1.weight, method.net.encoder.conv1.weight)
@@ -135,7 +135,7 @@ def test_momentum_encoder_takes_no_gradient_and_follows_the_ema() -> None:
 
 def test_queue_enqueues_three_key_batches_per_step() -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=40)
+    method = PCRL("unet_resnet18", queue_size=40)
     x = xray_batch(4, 32)
     g = torch.Generator().manual_seed(0)
     v = method.make_views(x, g)
@@ -156,7 +156,7 @@ def test_queue_enqueues_three_key_batches_per_step() -> None:
 
 def test_pcrl_3d_on_a_real_ct_cube() -> None:
     torch.manual_seed(0)
-    method = get_method("pcrl")("pcrl_unet3d_seg", queue_size=32, model_kwargs={"width": 8})
+    method = get_method("pcrl")("unet3d_seg", queue_size=32, model_kwargs={"width": 8})
     x = ct_cubes(2, (32, 32, 32))
     v = method.make_views(x, torch.Generator().manual_seed(0))
     assert v.code1.shape == (2, 7)
@@ -176,32 +176,32 @@ def test_pcrl_3d_on_a_real_ct_cube() -> None:
 
 def test_export_strict_loads_into_the_unet_and_the_encoder(tmp_path) -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=16)
+    method = PCRL("unet_resnet18", queue_size=16)
     _train(method, xray_batch(4, 32), steps=1)
     path = tmp_path / "pcrl.safetensors"
     sd = method.export_state_dict()
     save_file(sd, str(path))
-    unet = zoo.create_model("pcrl_unet_resnet18", checkpoint_path=path)
+    unet = zoo.create_model("unet_resnet18", checkpoint_path=path)
     assert all(torch.equal(v, sd[k]) for k, v in unet.state_dict().items())
-    encoder = zoo.create_model("pcrl_resnet18", checkpoint_path=path)
+    encoder = zoo.create_model("resnet18", checkpoint_path=path)
     assert torch.equal(encoder.state_dict()["layer4.1.conv2.weight"], sd["encoder.layer4.1.conv2.weight"])
 
-    enc_method = PCRL("pcrl_resnet18", queue_size=16)  # an encoder arch: the U-Net trains, the encoder ships
+    enc_method = PCRL("resnet18", queue_size=16)  # an encoder arch: the U-Net trains, the encoder ships
     enc_sd = enc_method.export_state_dict()
     assert not any(k.startswith(("encoder.", "decoder.")) for k in enc_sd)
     save_file(enc_sd, str(tmp_path / "enc.safetensors"))
-    zoo.create_model("pcrl_resnet18", checkpoint_path=tmp_path / "enc.safetensors")
+    zoo.create_model("resnet18", checkpoint_path=tmp_path / "enc.safetensors")
 
-    m3 = PCRL("pcrl_unet3d_seg", queue_size=16, model_kwargs={"width": 8})
+    m3 = PCRL("unet3d_seg", queue_size=16, model_kwargs={"width": 8})
     save_file(m3.export_state_dict(), str(tmp_path / "p3.safetensors"))
-    zoo.create_model("pcrl_unet3d_seg", width=8, checkpoint_path=tmp_path / "p3.safetensors")
-    zoo.create_model("pcrl_unet3d", width=8, checkpoint_path=tmp_path / "p3.safetensors")
+    zoo.create_model("unet3d_seg", width=8, checkpoint_path=tmp_path / "p3.safetensors")
+    zoo.create_model("unet3d", width=8, checkpoint_path=tmp_path / "p3.safetensors")
 
 
 @pytest.mark.parametrize(("contrast_weight", "recon_weight"), [(0.0, 1.0), (1.0, 0.0)])
 def test_ablation_weights_drop_a_term_from_the_objective(contrast_weight: float, recon_weight: float) -> None:
     torch.manual_seed(0)
-    method = PCRL("pcrl_unet_resnet18", queue_size=32, contrast_weight=contrast_weight, recon_weight=recon_weight)
+    method = PCRL("unet_resnet18", queue_size=32, contrast_weight=contrast_weight, recon_weight=recon_weight)
     out = method(xray_batch(4, 32), torch.Generator().manual_seed(0))
     kept = (out["loss_recon"] if contrast_weight == 0 else out["loss_contrast"]).detach()
     assert out["loss"].detach().item() == pytest.approx(kept.item(), rel=1e-6)
@@ -213,7 +213,7 @@ def test_ablation_weights_drop_a_term_from_the_objective(contrast_weight: float,
 
 
 def test_bad_inputs_are_named() -> None:
-    method = PCRL("pcrl_unet_resnet18", queue_size=16)
+    method = PCRL("unet_resnet18", queue_size=16)
     with pytest.raises(ValueError, match="at least 2"):
         method(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="divisible by 32"):
@@ -223,11 +223,11 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="expects a batch"):
         method(torch.rand(2, 1, 32, 32, 32))
     with pytest.raises(ValueError, match="not supported"):
-        PCRL("simclr_resnet18")
+        PCRL("resnet18")
     with pytest.raises(ValueError, match="recon_target"):
-        PCRL("pcrl_unet_resnet18", recon_target="noise")
+        PCRL("unet_resnet18", recon_target="noise")
     with pytest.raises(ValueError, match="not both 0"):
-        PCRL("pcrl_unet_resnet18", contrast_weight=0, recon_weight=0)
+        PCRL("unet_resnet18", contrast_weight=0, recon_weight=0)
 
 
 def test_nce_loss_matches_its_definition() -> None:

@@ -23,7 +23,7 @@ _train = train_steps
 def test_pcrlv2_2d_on_real_xrays() -> None:
     assert get_method("pcrlv2") is PCRLv2
     torch.manual_seed(0)
-    method = PCRLv2("pcrlv2_resnet18", n_local=2)
+    method = PCRLv2("resnet18", n_local=2)
     x = xray_batch(4, 64)
     x1, x2, target, local = method.make_views(x, torch.Generator().manual_seed(0))
     assert x1.shape == x2.shape == target.shape == x.shape
@@ -43,7 +43,7 @@ def test_pcrlv2_2d_on_real_xrays() -> None:
 
 def test_loss_decreases_on_a_tiny_fixed_subset() -> None:
     torch.manual_seed(0)
-    method = PCRLv2("pcrlv2_resnet18", n_local=2)
+    method = PCRLv2("resnet18", n_local=2)
     log = _train(method, xray_batch(4, 32), steps=20)
     total = [r["loss"] for r in log]
     assert sum(total[-5:]) / 5 < sum(total[:5]) / 5
@@ -54,7 +54,7 @@ def test_same_seed_gives_identical_losses() -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(5)
-        runs.append(_train(PCRLv2("pcrlv2_resnet18", n_local=2), x, steps=3, seed=2))
+        runs.append(_train(PCRLv2("resnet18", n_local=2), x, steps=3, seed=2))
     assert runs[0] == runs[1]
 
 
@@ -67,7 +67,7 @@ def test_stop_gradient_and_deep_supervision_schedule() -> None:
     assert float(symmetric_cosine((pre_a, pre_a), (pre_a, pre_a)).detach()) == pytest.approx(-1.0)
 
     torch.manual_seed(0)
-    method = PCRLv2("pcrlv2_resnet18", n_local=0)
+    method = PCRLv2("resnet18", n_local=0)
     x, g = xray_batch(2, 32), torch.Generator().manual_seed(0)
     assert float(method(x, g)["loss_deep_sup"].detach()) > 0  # beta = 1 at the start
     method.on_after_step(10, 10)
@@ -77,7 +77,7 @@ def test_stop_gradient_and_deep_supervision_schedule() -> None:
 
 def test_pcrlv2_3d_on_a_real_ct_cube() -> None:
     torch.manual_seed(0)
-    method = PCRLv2("pcrlv2_unet3d_seg", model_kwargs={"width": 8})
+    method = PCRLv2("unet3d_seg", model_kwargs={"width": 8})
     x = ct_cubes(2, (32, 32, 32))
     x1, _, target, local = method.make_views(x, torch.Generator().manual_seed(0))
     assert local.shape == (6 * 2, 1, 16, 16, 16)
@@ -91,26 +91,26 @@ def test_pcrlv2_3d_on_a_real_ct_cube() -> None:
 
 def test_export_strict_loads(tmp_path) -> None:
     torch.manual_seed(0)
-    m2 = PCRLv2("pcrlv2_resnet18", n_local=1)
+    m2 = PCRLv2("resnet18", n_local=1)
     _train(m2, xray_batch(2, 32), steps=1)
     save_file(m2.export_state_dict(), str(tmp_path / "v2.safetensors"))
-    model = zoo.create_model("pcrlv2_resnet18", checkpoint_path=tmp_path / "v2.safetensors")
+    model = zoo.create_model("resnet18", checkpoint_path=tmp_path / "v2.safetensors")
     assert torch.equal(model.state_dict()["conv1.weight"], m2.net.conv1.weight.detach())
 
-    m3 = PCRLv2("pcrlv2_unet3d_seg", model_kwargs={"width": 8})
+    m3 = PCRLv2("unet3d_seg", model_kwargs={"width": 8})
     save_file(m3.export_state_dict(), str(tmp_path / "v3.safetensors"))
-    zoo.create_model("pcrlv2_unet3d_seg", width=8, checkpoint_path=tmp_path / "v3.safetensors")
-    zoo.create_model("pcrlv2_unet3d", width=8, checkpoint_path=tmp_path / "v3.safetensors")
-    enc = PCRLv2("pcrlv2_unet3d", model_kwargs={"width": 8})
+    zoo.create_model("unet3d_seg", width=8, decoder="noskip", checkpoint_path=tmp_path / "v3.safetensors")
+    zoo.create_model("unet3d", width=8, checkpoint_path=tmp_path / "v3.safetensors")
+    enc = PCRLv2("unet3d", model_kwargs={"width": 8})
     assert not any(k.startswith(("up_tr", "out_tr")) for k in enc.export_state_dict())
 
 
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="not supported by PCRLv2"):
-        PCRLv2("pcrl_unet_resnet18")
+        PCRLv2("unet_resnet18")
     with pytest.raises(ValueError, match="without skips"):
-        PCRLv2("pcrlv2_unet3d_seg", model_kwargs={"decoder": "skip", "width": 8})
-    method = PCRLv2("pcrlv2_resnet18", n_local=0)
+        PCRLv2("unet3d_seg", model_kwargs={"decoder": "skip", "width": 8})
+    method = PCRLv2("resnet18", n_local=0)
     with pytest.raises(ValueError, match="divisible by 32"):
         method(torch.rand(2, 3, 40, 40))
     with pytest.raises(ValueError, match="at least 2"):

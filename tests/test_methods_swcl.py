@@ -258,7 +258,7 @@ def test_swcl_learns_on_real_patches_and_is_deterministic(patch_set) -> None:
     assert get_method("swcl") is SWCL
     batch = _batch(patch_set, 4)
     torch.manual_seed(0)
-    method = SWCL("swcl_resnet18")
+    method = SWCL("resnet18")
 
     def fixed_views_loss() -> float:  # the loss on three fixed draws of views
         with torch.no_grad():
@@ -270,10 +270,10 @@ def test_swcl_learns_on_real_patches_and_is_deterministic(patch_set) -> None:
     assert all(math.isfinite(v) for v in losses)
     assert fixed_views_loss() < 0.9 * before
     torch.manual_seed(0)
-    again = train_steps(SWCL("swcl_resnet18"), batch, steps=3, lr=3e-4)
+    again = train_steps(SWCL("resnet18"), batch, steps=3, lr=3e-4)
     assert [r["loss"] for r in again] == losses[:3]
     torch.manual_seed(0)
-    other = train_steps(SWCL("swcl_resnet18"), batch, steps=1, lr=3e-4, seed=1)
+    other = train_steps(SWCL("resnet18"), batch, steps=1, lr=3e-4, seed=1)
     assert other[0]["loss"] != losses[0]
 
 
@@ -295,18 +295,18 @@ def test_recipe_augmentations_and_errors() -> None:
     x = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1).repeat(2, 1, 2, 2)
     assert torch.allclose(random_solarize(x, p=1.0), torch.where(x >= 0.5, 1 - x, x))
     assert torch.equal(random_solarize(x, p=0.0), x)
-    method = SWCL("swcl_resnet18")
-    intensity = zoo.get_pretrained_cfg("swcl_resnet18").intensity
+    method = SWCL("resnet18")
+    intensity = zoo.get_pretrained_cfg("resnet18").intensity
     assert method.views.mean_std == (intensity.mean, intensity.std) == ((0.1633, 0.2259, 0.3219),
                                                                         (0.1756, 0.2195, 0.3038))
-    cfg = PretrainConfig(method="swcl", arch="swcl_resnet18", data="", out="")
+    cfg = PretrainConfig(method="swcl", arch="resnet18", data="", out="")
     opt, info = build_optimizer(cfg, method)
     assert info["optimizer"] == "adamw" and info["lr"] == 1e-3 and info["weight_decay"] == 1e-4
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
     with pytest.raises(ValueError, match="unknown SWCL hyper-parameter"):
-        SWCL("swcl_resnet18", labeler_epochs=3)
+        SWCL("resnet18", labeler_epochs=3)
     with pytest.raises(ValueError, match="label_scheme"):
         SWCLDataConfig.from_hparams({"label_scheme": "nope"}, 112)
 
@@ -315,7 +315,7 @@ def test_cli_pretrain_end_to_end(fundus: Path, cache: Path, tmp_path: Path, monk
                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ZOO_CACHE_DIR", str(cache))
     out = tmp_path / "run"
-    argv = ["pretrain", "--method", "swcl", "--arch", "swcl_resnet18", "--data", str(fundus), "--img-size", "32",
+    argv = ["pretrain", "--method", "swcl", "--arch", "resnet18", "--data", str(fundus), "--img-size", "32",
             "--batch-size", "4", "--max-steps", "2", "--out", str(out), "--no-progress"]
     argv += [a for k, v in TINY.items() if k != "image_size" for a in ("--hparam", f"{k}={v}")]
     assert cli_main(argv) == 0
@@ -323,7 +323,7 @@ def test_cli_pretrain_end_to_end(fundus: Path, cache: Path, tmp_path: Path, monk
     info = json.loads((out / "run.json").read_text())
     assert info["summary"]["steps"] == 2 and "held-out acc" in info["dataset"]
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
-    model = zoo.create_model("swcl_resnet18", checkpoint_path=out / "swcl_resnet18.safetensors")
+    model = zoo.create_model("resnet18", checkpoint_path=out / "resnet18.safetensors")
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     entry = json.loads((out / "pretrained_cfg.json").read_text())
     assert entry["method"] == "swcl" and "--hparam labeller_epochs=1" in entry["command"]

@@ -34,7 +34,7 @@ from zoo.report import load_pretrain_log
 from zoo.train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS_2D = [("simclr", "simclr_resnet18", {}), ("mocov2", "mocov2_resnet18", {"queue_size": 8, "momentum": 0.99})]
+METHODS_2D = [("simclr", "resnet18", {}), ("mocov2", "resnet18", {"queue_size": 8, "momentum": 0.99})]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def xrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(tmp_path: Path, data: Path, name: str = "run", **kw: Any) -> Any:
-    args: dict[str, Any] = dict(method="simclr", arch="simclr_resnet18", data=str(data), out=str(tmp_path / name),
+    args: dict[str, Any] = dict(method="simclr", arch="resnet18", data=str(data), out=str(tmp_path / name),
                                 img_size=32, batch_size=4, epochs=1, progress=False, ckpt_every=0)
     args.update(kw)
     return pretrain(PretrainConfig(**args))
@@ -128,7 +128,7 @@ def test_mocov2_key_encoder_takes_no_gradient_and_follows_the_ema(xrays: Path) -
     ds = ImageFolderDataset(xrays, img_size=32)
     x = torch.stack([ds[i][0] for i in range(4)])
     torch.manual_seed(0)
-    m = get_method("mocov2")("mocov2_resnet18", queue_size=8, momentum=0.5)
+    m = get_method("mocov2")("resnet18", queue_size=8, momentum=0.5)
     out = m(x, torch.Generator().manual_seed(0))
     out["loss"].backward()
     assert all(p.grad is None for p in m.backbone_k.parameters())
@@ -176,9 +176,9 @@ def test_pretrain_runs_resumes_exactly_and_exports(
 
 def test_export_describes_the_run_not_a_registered_entry(xrays: Path, tmp_path: Path) -> None:
     # pcrlv2_resnet18 has zoo's reference weights (its default tag) and official PCRLv2 entries
-    default = zoo.get_pretrained_cfg("pcrlv2_resnet18")
+    default = zoo.get_pretrained_cfg("resnet18")
     assert default.verified and default.metrics and zoo.get_pretrained_cfg("pcrlv2_resnet18.chest").is_official
-    out = run(tmp_path, xrays, "v2", arch="pcrlv2_resnet18", max_steps=1)
+    out = run(tmp_path, xrays, "v2", arch="resnet18", max_steps=1)
     entry = PretrainedCfg.from_dict(json.loads(out.pretrained_cfg.read_text()))
     assert not entry.is_official and entry.origin == "" and entry.hf_hub_id is None and entry.url is None
     assert entry.method == "simclr" and entry.file == "pcrlv2_resnet18.safetensors"
@@ -237,9 +237,9 @@ def test_init_from_and_bn_only(xrays: Path, tmp_path: Path, register_weights: An
     assert torch.equal(out["conv1.weight"], src["conv1.weight"].half())  # frozen
     assert torch.equal(out["layer4.1.conv2.weight"], src["layer4.1.conv2.weight"].half())
     assert not torch.equal(out["bn1.weight"], src["bn1.weight"].half())  # trained
-    zoo.create_model("simclr_resnet18", checkpoint_path=cont.weights)  # fp16 file strict-loads
+    zoo.create_model("resnet18", checkpoint_path=cont.weights)  # fp16 file strict-loads
     # from a run directory (MoCo v2: the momentum encoder starts from the same weights)
-    moco = run(tmp_path, xrays, "moco", method="mocov2", arch="mocov2_resnet18", init_from=str(tmp_path / "base"),
+    moco = run(tmp_path, xrays, "moco", method="mocov2", arch="resnet18", init_from=str(tmp_path / "base"),
                hparams={"queue_size": 8}, max_steps=1, lr=0.0, weight_decay=0.0)
     assert torch.equal(load_file(str(moco.weights))["conv1.weight"], src["conv1.weight"])
     with pytest.raises(PretrainError, match="--init-from"):
@@ -259,7 +259,7 @@ def test_pretrain_errors(xrays: Path, tmp_path: Path) -> None:
     with pytest.raises(PretrainError, match="no full batch"):
         run(tmp_path, xrays, "big", batch_size=64)
     with pytest.raises(PretrainError, match="takes 2D data but genesis_unet3d is a 3D"):
-        run(tmp_path, xrays, "x", arch="genesis_unet3d")
+        run(tmp_path, xrays, "x", arch="unet3d")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image files"):
         run(tmp_path, tmp_path / "empty", "y")
@@ -297,7 +297,7 @@ def test_pretrain_3d_on_real_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "ct").mkdir()
     (tmp_path / "ct" / vol.name).symlink_to(vol)
     monkeypatch.setitem(METHODS, "toy3d", f"{__name__}:Toy3D")
-    res = pretrain(PretrainConfig(method="toy3d", arch="genesis_unet3d", data=str(tmp_path / "ct"),
+    res = pretrain(PretrainConfig(method="toy3d", arch="unet3d", data=str(tmp_path / "ct"),
                                   out=str(tmp_path / "run3d"), cube_size=(16, 16, 16), spacing=(3.0, 3.0, 3.0),
                                   samples_per_volume=4, batch_size=2, epochs=1, progress=False, lr=0.01))
     assert res.steps == 2
@@ -306,16 +306,16 @@ def test_pretrain_3d_on_real_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     entry = PretrainedCfg.from_dict(json.loads(res.pretrained_cfg.read_text()))
     assert entry.input_size == (1, 16, 16, 16) and entry.voxel_spacing == (3.0, 3.0, 3.0)
     assert entry.intensity.kind == "hu_window" and entry.modality == "ct" and entry.spatial_dims == 3
-    zoo.create_model("genesis_unet3d", checkpoint_path=res.weights)
+    zoo.create_model("unet3d", checkpoint_path=res.weights)
     # two data-loader worker processes cut the same cubes (positions depend on seed, epoch and index only)
-    again = pretrain(PretrainConfig(method="toy3d", arch="genesis_unet3d", data=str(tmp_path / "ct"),
+    again = pretrain(PretrainConfig(method="toy3d", arch="unet3d", data=str(tmp_path / "ct"),
                                     out=str(tmp_path / "run3d_w2"), cube_size=(16, 16, 16), spacing=(3.0, 3.0, 3.0),
                                     samples_per_volume=4, batch_size=2, epochs=1, progress=False, lr=0.01, workers=2))
     assert again.losses == res.losses
 
 
 def test_cli_pretrain(xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["pretrain", "--method", "simclr", "--arch", "simclr_resnet18", "--data", str(xrays), "--img-size", "32",
+    argv = ["pretrain", "--method", "simclr", "--arch", "resnet18", "--data", str(xrays), "--img-size", "32",
             "--batch-size", "8", "--max-steps", "1", "--out", str(tmp_path / "cli"), "--no-progress",
             "--hparam", "temperature=0.2", "--modality", "cxr"]
     assert cli_main(argv) == 0
@@ -323,7 +323,7 @@ def test_cli_pretrain(xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     entry = json.loads((tmp_path / "cli/pretrained_cfg.json").read_text())
     assert entry["command"].startswith("zoo ") and "--hparam temperature=0.2" in entry["command"]
     assert entry["modality"] == "cxr"
-    bad = ["pretrain", "--method", "nope", "--arch", "simclr_resnet18", "--data", str(xrays), "--out", str(tmp_path / "c2")]
+    bad = ["pretrain", "--method", "nope", "--arch", "resnet18", "--data", str(xrays), "--out", str(tmp_path / "c2")]
     assert cli_main(bad) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
 
@@ -332,7 +332,7 @@ def test_torchrun_ddp_two_processes(xrays: Path, tmp_path: Path) -> None:
     """Real torchrun, 2 CPU processes (gloo): sharded data, synchronised weights, one export."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ZOO_DATA_DIR": str(data_root()), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "zoo.cli", "pretrain", "--method", "mocov2", "--arch", "mocov2_resnet18", "--data", str(xrays),
+           "-m", "zoo.cli", "pretrain", "--method", "mocov2", "--arch", "resnet18", "--data", str(xrays),
            "--img-size", "32", "--batch-size", "2", "--max-steps", "2", "--out", str(tmp_path / "ddp"),
            "--no-progress", "--hparam", "queue_size=8"]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
@@ -342,5 +342,5 @@ def test_torchrun_ddp_two_processes(xrays: Path, tmp_path: Path) -> None:
     sums = info["summary"]["rank_param_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]  # DDP kept both ranks' weights identical
     assert info["summary"]["steps"] == 2
-    zoo.create_model("mocov2_resnet18", checkpoint_path=tmp_path / "ddp/mocov2_resnet18.safetensors")
+    zoo.create_model("resnet18", checkpoint_path=tmp_path / "ddp/resnet18.safetensors")
     assert json.loads((tmp_path / "ddp/pretrained_cfg.json").read_text())["command"].startswith("torchrun")

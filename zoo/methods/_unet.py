@@ -1,8 +1,9 @@
 """Encoder-decoder access for the reconstruction methods (PCRL, PCRLv2 3D, Models Genesis).
 
-A method trains a whole U-Net (``pcrl_unet_resnet18``, ``*_unet3d_seg``) but may be asked for an
-encoder-only architecture (``pcrl_resnet18``, ``pcrl_unet3d``, ...): it then trains the matching
-encoder-decoder and exports only the encoder, under the keys of the requested architecture.
+A method trains a whole U-Net (``unet_resnet18``, ``unet3d_seg``, ``unet3d_small_seg``) but may be asked
+for an encoder network (``resnet18``, ``unet3d``, ``unet3d_small``): it then trains the U-Net whose
+encoder that is (:func:`zoo.models.unets.unet_of`) and exports only the encoder, under the keys of the
+requested network.
 """
 
 from __future__ import annotations
@@ -16,32 +17,36 @@ from torch import nn
 from ..models.builder import create_model
 from ..models.unet2d import UNetResNet
 from ..models.unet3d import UNet3D
+from ..models.unets import ENCODER_UNETS, unet_of
 
-__all__ = ["ENCODER_TO_UNET", "build_unet", "encode", "decode", "encoder_copy", "export_unet", "head_channels"]
-
-# encoder-only architecture -> the encoder-decoder trained in its place
-ENCODER_TO_UNET = {
-    "pcrl_resnet18": "pcrl_unet_resnet18",
-    "pcrl_unet3d": "pcrl_unet3d_seg",
-    "pcrlv2_unet3d": "pcrlv2_unet3d_seg",
-    "genesis_unet3d": "genesis_unet3d_seg",
-    "pcrl_unet3d_small": "pcrl_unet3d_small_seg",
-    "genesis_unet3d_small": "genesis_unet3d_small_seg",
-}
+__all__ = ["build_unet", "train_network", "encode", "decode", "encoder_copy", "export_unet", "head_channels"]
 
 _DECODER_2D = ("decoder.", "segmentation_head.")
 _DECODER_3D = ("up_tr", "out_tr.")
 
 
-def build_unet(arch: str, allowed: tuple[str, ...], **model_kwargs: Any) -> nn.Module:
-    """The encoder-decoder trained for ``arch`` (one of ``allowed`` or its encoder-only name)."""
-    train_arch = ENCODER_TO_UNET.get(arch, arch)
-    if train_arch not in allowed:
-        choices = sorted(set(allowed) | {k for k, v in ENCODER_TO_UNET.items() if v in allowed})
-        raise ValueError(f"architecture {arch!r} is not supported by this method; choose one of {choices}")
-    net = create_model(train_arch, **model_kwargs)
-    if not isinstance(net, (UNetResNet, UNet3D)):
-        raise TypeError(f"{train_arch} built a {type(net).__name__}, expected a U-Net")
+def train_network(network: str) -> str:
+    """The network trained for ``network``: its U-Net if it is an encoder network, else itself."""
+    return unet_of(network) or network
+
+
+def build_unet(
+    network: str, method: str, spatial_dims: tuple[int, ...] = (2, 3), skip: bool | None = None, **model_kwargs: Any
+) -> nn.Module:
+    """The U-Net trained for ``network`` (a U-Net, or the encoder network of one), decided from the network built.
+
+    ``spatial_dims`` and ``skip`` (skip connections required / refused) are what ``method`` can train.
+    """
+    net = create_model(train_network(network), **model_kwargs)
+    dims = getattr(net, "spatial_dims", 2)
+    ok = isinstance(net, (UNetResNet, UNet3D)) and dims in spatial_dims
+    if ok and skip is not None and isinstance(net, UNet3D):
+        ok = net.skip == skip
+    if not ok:
+        unets = sorted(set(ENCODER_UNETS) | set(ENCODER_UNETS.values()))
+        dims_txt = "/".join(f"{d}D" for d in spatial_dims)
+        raise ValueError(f"{method} trains a {dims_txt} U-Net; {network!r} is not one, nor the encoder of one "
+                         f"(with model kwargs {model_kwargs or {}}). Choose one of {unets}.")
     return net
 
 
@@ -82,9 +87,9 @@ def encoder_copy(net: nn.Module) -> nn.Module:
 
 
 def export_unet(net: nn.Module, arch: str) -> dict[str, torch.Tensor]:
-    """``net``'s weights under the keys of ``create_model(arch)`` (encoder only for encoder archs)."""
+    """``net``'s weights under the keys of ``create_model(arch)`` (encoder only for encoder networks)."""
     sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    if arch not in ENCODER_TO_UNET:
+    if unet_of(arch) is None:
         return sd
     prefixes = _decoder_prefixes(net)
     sd = {k: v for k, v in sd.items() if not k.startswith(prefixes)}

@@ -31,18 +31,18 @@ import torch
 import torch.nn.functional as F
 
 from ..data import augment3d as aug3d
+from ..meta.registry import get_pretrained_cfg
 from ._unet import build_unet, export_unet
 from .base import SSLMethod
 
 __all__ = ["ModelsGenesis"]
 
-_ARCHS = ("genesis_unet3d_seg", "pcrl_unet3d_seg", "genesis_unet3d_small_seg", "pcrl_unet3d_small_seg")
-
-
 class ModelsGenesis(SSLMethod):
-    """Models Genesis restoration on ``genesis_unet3d_seg`` (or ``genesis_unet3d``, encoder exported).
+    """Models Genesis restoration on a 3D U-Net (``unet3d_seg``, ``unet3d_small_seg``), or on an encoder
+    network (``unet3d``, ``unet3d_small``: its U-Net is trained and the encoder exported).
 
-    ``pcrl_unet3d_seg`` is accepted too, for side-by-side comparisons on PCRL's 3D U-Net.
+    The U-Net normalises with batch statistics (``norm="batch_stats_bn"``, upstream's ``ContBatchNorm3d``)
+    unless ``model_kwargs`` say otherwise (``{"norm": "bn"}`` for side-by-side runs on PCRL's U-Net).
 
     Args:
         arch: the architecture (see above).
@@ -58,7 +58,7 @@ class ModelsGenesis(SSLMethod):
 
     def __init__(
         self,
-        arch: str = "genesis_unet3d_seg",
+        arch: str = "unet3d_seg",
         flip_rate: float = 0.4,
         local_rate: float = 0.5,
         nonlinear_rate: float = 0.9,
@@ -73,10 +73,14 @@ class ModelsGenesis(SSLMethod):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{key} must be a probability in [0, 1], got {value}")
         self.rates = rates
-        kwargs = dict(model_kwargs or {})
-        self.net = build_unet(arch, _ARCHS, **kwargs)
-        if "out_act" not in kwargs:
+        self.net = build_unet(self.arch, "Models Genesis", (3,), skip=True, **self.model_kwargs)
+        if "out_act" not in self.model_kwargs:
             self.net.out_act = "sigmoid"  # upstream restores through a sigmoid
+
+    @classmethod
+    def network_defaults(cls, network: str) -> dict[str, Any]:
+        """Batch-statistics BN, as upstream (3D networks; others are refused by :func:`build_unet`)."""
+        return {"norm": "batch_stats_bn"} if get_pretrained_cfg(network).spatial_dims == 3 else {}
 
     def make_pair(
         self, batch: torch.Tensor, generator: torch.Generator | None = None
@@ -109,5 +113,5 @@ class ModelsGenesis(SSLMethod):
         return {"loss": loss, "mse_restore": loss}
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
-        """The U-Net (or its encoder for ``genesis_unet3d``) under the keys of ``create_model(arch)``."""
+        """The U-Net (or its encoder for an encoder network) under the keys of ``create_model(arch)``."""
         return export_unet(self.net, self.arch)

@@ -71,7 +71,7 @@ class MoCoV2(SSLMethod):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
+        self.backbone = create_model(self.arch, num_classes=0, **self.model_kwargs)
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"MoCo v2 is a 2D method; {arch} is not a 2D architecture")
         feat = self.backbone.num_features
@@ -81,7 +81,7 @@ class MoCoV2(SSLMethod):
         self.queue = FeatureQueue(dim, queue_size)
         self.momentum, self.temperature = momentum, temperature
         self.shuffle_bn_splits = shuffle_bn_splits
-        self.views = ViewMaker2D(arch, aug)
+        self.views = ViewMaker2D(self.arch, aug)
         self._keys: torch.Tensor | None = None
         self._warned_odd = False
 

@@ -77,12 +77,11 @@ from ._common import (
     projection_mlp,
     shuffle_bn_forward,
 )
-from ._unet import ENCODER_TO_UNET, build_unet, decode, encode, encoder_copy, export_unet, head_channels
+from ._unet import build_unet, decode, encode, encoder_copy, export_unet, head_channels, train_network
 from .base import SSLMethod
 
 __all__ = ["PCRL", "PCRLViews", "nce_loss"]
 
-_ARCHS = ("pcrl_unet_resnet18", "pcrl_unet3d_seg", "pcrl_unet3d_small_seg")
 _REF_SIZE = 224  # the 2D recipe's pixel sizes refer to 224-px images
 
 
@@ -125,10 +124,10 @@ def _beta11_max(generator: torch.Generator | None) -> float:
 
 
 class PCRL(SSLMethod):
-    """PCRL on a U-Net: ``pcrl_unet_resnet18`` (2D) or ``pcrl_unet3d_seg`` (3D).
+    """PCRL on a U-Net: ``unet_resnet18`` (2D) or ``unet3d_seg`` / ``unet3d_small_seg`` (3D).
 
-    The encoder-only names ``pcrl_resnet18`` / ``pcrl_unet3d`` are accepted too: the matching U-Net
-    is trained and :meth:`export_state_dict` returns the encoder only, under that arch's keys.
+    The encoder networks ``resnet18`` / ``unet3d`` / ``unet3d_small`` are accepted too: their U-Net is
+    trained and :meth:`export_state_dict` returns the encoder only, under that network's keys.
 
     Args:
         arch: the architecture (see above).
@@ -152,7 +151,7 @@ class PCRL(SSLMethod):
 
     def __init__(
         self,
-        arch: str = "pcrl_unet_resnet18",
+        arch: str = "unet_resnet18",
         dim: int = 128,
         queue_size: int = 16384,
         temperature: float = 0.2,
@@ -178,8 +177,8 @@ class PCRL(SSLMethod):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if temperature <= 0 or dim <= 0 or queue_size <= 0 or nce_n_data <= 0:
             raise ValueError("temperature, dim, queue_size and nce_n_data must all be > 0")
-        kwargs = dict(model_kwargs or {})
-        self.net = build_unet(arch, _ARCHS, **kwargs)
+        kwargs = self.model_kwargs
+        self.net = build_unet(self.arch, "PCRL", skip=True, **kwargs)
         if self.net.spatial_dims == 3 and "out_act" not in kwargs:
             self.net.out_act = "sigmoid"  # upstream's 3D output is a sigmoid
         self.dims = self.net.spatial_dims
@@ -209,7 +208,7 @@ class PCRL(SSLMethod):
 
     # --- helpers --------------------------------------------------------------------------------
     def _train_arch(self) -> str:
-        return ENCODER_TO_UNET.get(self.arch, self.arch)
+        return train_network(self.arch)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         return x if self._mean_std is None else aug2d.normalize(x, *self._mean_std)

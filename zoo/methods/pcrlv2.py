@@ -61,8 +61,6 @@ from .base import SSLMethod
 __all__ = ["PCRLv2", "symmetric_cosine"]
 
 _REF_SIZE = 224
-_ARCHS_2D = ("pcrlv2_resnet18",)
-_ARCHS_3D = ("pcrlv2_unet3d_seg", "pcrlv2_unet3d")
 
 
 def symmetric_cosine(
@@ -100,8 +98,9 @@ class _LevelHeads(nn.Module):
 
 
 class PCRLv2(SSLMethod):
-    """PCRLv2 on ``pcrlv2_resnet18`` (2D, encoder exported) or ``pcrlv2_unet3d_seg`` (3D, the
-    encoder + skip-less decoder exported; ``pcrlv2_unet3d`` exports the encoder only).
+    """PCRLv2 on ``resnet18`` (2D, encoder exported) or ``unet3d_seg`` (3D, the encoder + skip-less
+    decoder exported; ``unet3d`` exports the encoder only). In 3D the U-Net is built without skips
+    (``decoder="noskip"``, what the method is) unless ``model_kwargs`` say otherwise.
 
     Args:
         arch: the architecture (see above).
@@ -124,7 +123,7 @@ class PCRLv2(SSLMethod):
 
     def __init__(
         self,
-        arch: str = "pcrlv2_resnet18",
+        arch: str = "resnet18",
         n_local: int = 6,
         local_size: int | None = None,
         input_znorm: bool = True,
@@ -134,24 +133,21 @@ class PCRLv2(SSLMethod):
                          model_kwargs=dict(model_kwargs or {}))
         if n_local < 0:
             raise ValueError(f"n_local must be >= 0, got {n_local}")
-        kwargs = dict(model_kwargs or {})
-        if arch not in _ARCHS_2D + _ARCHS_3D:
-            raise ValueError(f"architecture {arch!r} is not supported by PCRLv2; choose one of {list(_ARCHS_2D + _ARCHS_3D)}")
-        if arch in _ARCHS_2D:
+        kwargs = self.model_kwargs
+        if get_pretrained_cfg(self.arch).spatial_dims == 2:
             self.dims = 2
-            self.net = create_model(arch, num_classes=0, **kwargs)
+            self.net = create_model(self.arch, num_classes=0, **kwargs)
             if not isinstance(self.net, ResNet):
-                raise TypeError(f"{arch} built a {type(self.net).__name__}, expected a ResNet")
+                raise ValueError(f"PCRLv2 trains a 2D ResNet encoder (e.g. resnet18) or a 3D U-Net without skips "
+                                 f"(unet3d_seg, unet3d); {arch!r} built a {type(self.net).__name__}")
             chs = [self.net.feature_info[-1]["num_chs"], *_DECODER_CHS]
             self.decoder = nn.ModuleList(DecoderBlock(i, 0, o) for i, o in zip(chs[:-1], chs[1:], strict=True))
             self.segmentation_head = nn.Conv2d(chs[-1], 3, kernel_size=3, padding=1)
             level_chs, out_chans = chs[1:], 3
-            intensity = get_pretrained_cfg(arch).intensity
+            intensity = get_pretrained_cfg(self.arch).intensity
             self._mean_std = (intensity.mean, intensity.std) if intensity.kind == "mean_std" else None
         else:
-            self.net = build_unet(arch, ("pcrlv2_unet3d_seg",), **kwargs)
-            if self.net.skip:
-                raise ValueError("PCRLv2 3D needs the decoder without skips (decoder='noskip')")
+            self.net = build_unet(self.arch, "PCRLv2", (3,), skip=False, **kwargs)
             if "out_act" not in kwargs:
                 self.net.out_act = "sigmoid"  # upstream's 3D output is a sigmoid
             self.dims = 3
@@ -163,6 +159,11 @@ class PCRLv2(SSLMethod):
         self.local_size = local_size
         self.input_znorm = input_znorm
         self.register_buffer("progress", torch.tensor(0.0))
+
+    @classmethod
+    def network_defaults(cls, network: str) -> dict[str, Any]:
+        """3D: the decoder without skip connections, as upstream."""
+        return {"decoder": "noskip"} if get_pretrained_cfg(network).spatial_dims == 3 else {}
 
     # --- views ----------------------------------------------------------------------------------
     def _check_batch(self, batch: torch.Tensor) -> None:
@@ -315,7 +316,7 @@ class PCRLv2(SSLMethod):
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """2D: the ResNet encoder; 3D: the U-Net (encoder + skip-less decoder), or its encoder for
-        ``pcrlv2_unet3d``; keys of ``create_model(arch)``."""
+        an encoder network; keys of ``create_model(arch)``."""
         if self.dims == 2:
             return {k: v.detach().clone().contiguous() for k, v in self.net.state_dict().items()}
         return export_unet(self.net, self.arch)

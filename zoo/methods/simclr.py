@@ -48,13 +48,13 @@ class SimCLR(SSLMethod):
                          model_kwargs=dict(model_kwargs or {}))
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
+        self.backbone = create_model(self.arch, num_classes=0, **self.model_kwargs)
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"SimCLR is a 2D method; {arch} is not a 2D architecture")
         feat = self.backbone.num_features
         self.projector = projection_mlp(feat, hidden_dim or feat, proj_dim, batch_norm=True)
         self.temperature = temperature
-        self.views = ViewMaker2D(arch, aug)
+        self.views = ViewMaker2D(self.arch, aug)
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         return {"loss": self.pair_loss(batch, batch, generator)}

@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..data.augment import Augment2DConfig
+from ..meta.catalog._common import SWCL_FUNDUS
 from ..models.builder import create_model
 from ._common import ViewMaker2D, concat_all_gather, gather_with_grad, is_distributed, projection_mlp
 from ._swcl_data import SWCLDataConfig, build_patch_dataset
@@ -84,7 +85,7 @@ class SWCL(SSLMethod):
     """SWCL objective on the patch set of :func:`~zoo.methods._swcl_data.build_patch_dataset`.
 
     Args:
-        arch: a 2D zoo architecture (``swcl_resnet18``, ``swcl_resnetv2_50x1``).
+        arch: a 2D zoo architecture (``resnet18``, ``resnetv2_50x1_bit``).
         proj_dim: output size of the projection head (128).
         temperature: SupCon temperature (0.1).
         weighting: ``"any"`` (positives share >= 1 label, SupCon's rule) or ``"overlap"`` (Jaccard weights).
@@ -119,13 +120,16 @@ class SWCL(SSLMethod):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        self.backbone = create_model(arch, num_classes=0, **(model_kwargs or {}))
+        self.backbone = create_model(self.arch, num_classes=0, **self.model_kwargs)
         if getattr(self.backbone, "spatial_dims", 2) != 2:
             raise ValueError(f"SWCL is a 2D method; {arch} is not a 2D architecture")
         feat = self.backbone.num_features
         self.projector = projection_mlp(feat, feat, proj_dim)
         self.temperature, self.weighting = temperature, weighting
-        self.views = ViewMaker2D(arch, aug)
+        self.views = ViewMaker2D(self.arch, aug)
+        # the paper normalises with the fundus statistics, whatever the network's default weights use
+        self.intensity = SWCL_FUNDUS
+        self.views.mean_std = (SWCL_FUNDUS.mean, SWCL_FUNDUS.std)
 
     @classmethod
     def build_dataset(cls, cfg: PretrainConfig) -> Dataset:

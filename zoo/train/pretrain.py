@@ -288,7 +288,7 @@ def _backbone_modules(method: SSLMethod) -> list[tuple[nn.Module, set[str]]]:
 
 
 def _init_backbone(method: SSLMethod, init_from: str, bn_only: bool) -> None:
-    source = _resolve_init(init_from, method.arch, _model_kwargs(method.hparams)).state_dict()
+    source = _resolve_init(init_from, method.arch, method.export_kwargs).state_dict()
     targets = _backbone_modules(method)
     if not targets:
         raise PretrainError(
@@ -484,13 +484,13 @@ def _export(
     meta = {"zoo": json.dumps({"arch": method.arch, "method": cfg.method}, sort_keys=True)}
     atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
     # the exported file must strict-load into the architecture it claims (with the method's model kwargs)
-    model_kwargs = _model_kwargs(method.hparams)
+    model_kwargs = method.export_kwargs
     create_model(method.arch, checkpoint_path=weights, **model_kwargs)
-    base = get_pretrained_cfg(split_model_name(method.arch)[0])
+    base = get_pretrained_cfg(method.arch)
     in_chans = int(model_kwargs.pop("in_chans", base.in_chans))
     if spatial_dims == 2:
         input_size: tuple[int, ...] = (in_chans, cfg.img_size, cfg.img_size)
-        intensity, spacing = base.intensity, None
+        intensity, spacing = getattr(method, "intensity", None) or base.intensity, None
     else:
         input_size = (1, *cfg.cube_size)
         hu = getattr(dataset, "hu_window", None)
