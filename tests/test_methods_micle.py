@@ -17,6 +17,7 @@ from zoo.data.datasets import DatasetError, FundusDataset, ImageFolderDataset
 from zoo.data.pairs import SamePatientPairs
 from zoo.data.paths import data_root
 from zoo.methods import get_method
+from zoo.methods.base import DataSpec
 from zoo.methods.micle import MICLe
 from zoo.methods.simclr import SimCLR
 from zoo.train.pretrain import PretrainConfig, _collate, pretrain
@@ -95,7 +96,7 @@ def test_fundus_left_and_right_eyes_pair_through_build_dataset(tmp_path: Path) -
     images.mkdir(parents=True)
     for name in ("10_left", "10_right", "1002_left"):
         (images / f"{name}.jpeg").symlink_to(DATA / "fundus/eyepacs/images" / f"{name}.jpeg")
-    cfg = PretrainConfig(method="micle", arch=ARCH, data=str(tmp_path / "eyepacs"), out=str(tmp_path / "o"), img_size=32)
+    cfg = DataSpec(data=str(tmp_path / "eyepacs"), img_size=32)
     ds = MICLe.build_dataset(cfg)
     assert isinstance(ds.base, FundusDataset)  # FOV crop and masking as in the rest of zoo
     names = [f.stem for f in ds.base.files]
@@ -164,7 +165,7 @@ def test_resume_continues_with_the_same_pairs(patients: Path, tmp_path: Path) ->
 
 def test_clear_errors_for_unusable_data(tmp_path: Path) -> None:
     (tmp_path / "empty" / "NORMAL").mkdir(parents=True)
-    cfg = PretrainConfig(method="micle", arch=ARCH, data=str(tmp_path / "empty"), out=str(tmp_path / "o"))
+    cfg = DataSpec(data=str(tmp_path / "empty"))
     with pytest.raises(DatasetError, match="contains no image files"):
         MICLe.build_dataset(cfg)
     assert cli_main(["pretrain", "--method", "micle", "--arch", ARCH, "--data", str(tmp_path / "empty"),
@@ -172,6 +173,6 @@ def test_clear_errors_for_unusable_data(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="MICLe needs a folder of images"):
         SamePatientPairs(torch.utils.data.TensorDataset(torch.zeros(2, 3)))
     with pytest.raises(ValueError, match="--data-kind medmnist"):
-        MICLe.build_dataset(PretrainConfig(method="micle", arch=ARCH, data=str(tmp_path), out="o", data_kind="medmnist"))
+        MICLe.build_dataset(DataSpec(data=str(tmp_path), data_kind="medmnist"))
     with pytest.raises(ValueError, match="missing \\['partner'\\]"):
         MICLe(ARCH)({"image": torch.rand(2, 3, 32, 32)})

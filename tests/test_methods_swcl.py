@@ -295,8 +295,8 @@ def test_recipe_augmentations_and_errors() -> None:
     x = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1).repeat(2, 1, 2, 2)
     assert torch.allclose(random_solarize(x, p=1.0), torch.where(x >= 0.5, 1 - x, x))
     assert torch.equal(random_solarize(x, p=0.0), x)
-    method = SWCL("resnet18")
-    intensity = zoo.get_pretrained_cfg("resnet18").intensity
+    method = SWCL("resnet18")  # the fundus statistics of SWCL's weights, not the network's default tag's
+    intensity = zoo.get_pretrained_cfg("resnet18.swcl_fundus64").intensity
     assert method.views.mean_std == (intensity.mean, intensity.std) == ((0.1633, 0.2259, 0.3219),
                                                                         (0.1756, 0.2195, 0.3038))
     cfg = PretrainConfig(method="swcl", arch="resnet18", data="", out="")
@@ -305,8 +305,8 @@ def test_recipe_augmentations_and_errors() -> None:
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
-    with pytest.raises(ValueError, match="unknown SWCL hyper-parameter"):
-        SWCL("resnet18", labeler_epochs=3)
+    with pytest.raises(ValueError, match=r"unknown swcl hyper-parameter\(s\) \['labeler_epochs'\]; known: proj_dim"):
+        SWCL.parse_hparams({"labeler_epochs": 3})
     with pytest.raises(ValueError, match="label_scheme"):
         SWCLDataConfig.from_hparams({"label_scheme": "nope"}, 112)
 
@@ -317,7 +317,7 @@ def test_cli_pretrain_end_to_end(fundus: Path, cache: Path, tmp_path: Path, monk
     out = tmp_path / "run"
     argv = ["pretrain", "--method", "swcl", "--arch", "resnet18", "--data", str(fundus), "--img-size", "32",
             "--batch-size", "4", "--max-steps", "2", "--out", str(out), "--no-progress"]
-    argv += [a for k, v in TINY.items() if k != "image_size" for a in ("--hparam", f"{k}={v}")]
+    argv += [a for k, v in TINY.items() if k != "image_size" for a in ("--data-option", f"{k}={v}")]
     assert cli_main(argv) == 0
     assert "2/" in capsys.readouterr().out
     info = json.loads((out / "run.json").read_text())
@@ -326,9 +326,9 @@ def test_cli_pretrain_end_to_end(fundus: Path, cache: Path, tmp_path: Path, monk
     model = zoo.create_model("resnet18", checkpoint_path=out / "resnet18.safetensors")
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     entry = json.loads((out / "pretrained_cfg.json").read_text())
-    assert entry["method"] == "swcl" and "--hparam labeller_epochs=1" in entry["command"]
+    assert entry["method"] == "swcl" and "--data-option labeller_epochs=1" in entry["command"]
     assert cli_main(argv[:-2] + ["--hparam", "nope=1", "--out", str(tmp_path / "bad")]) == 2
-    assert "unknown SWCL hyper-parameter" in capsys.readouterr().err
+    assert "unknown swcl hyper-parameter" in capsys.readouterr().err
 
 
 _DDP_SCRIPT = """

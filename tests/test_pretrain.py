@@ -175,13 +175,13 @@ def test_pretrain_runs_resumes_exactly_and_exports(
 
 
 def test_export_describes_the_run_not_a_registered_entry(xrays: Path, tmp_path: Path) -> None:
-    # pcrlv2_resnet18 has zoo's reference weights (its default tag) and official PCRLv2 entries
+    # resnet18 has zoo reference weights (its default tag) and official PCRLv2 entries
     default = zoo.get_pretrained_cfg("resnet18")
-    assert default.verified and default.metrics and zoo.get_pretrained_cfg("pcrlv2_resnet18.chest").is_official
+    assert default.verified and default.metrics and zoo.get_pretrained_cfg("resnet18.pcrlv2_chest").is_official
     out = run(tmp_path, xrays, "v2", arch="resnet18", max_steps=1)
     entry = PretrainedCfg.from_dict(json.loads(out.pretrained_cfg.read_text()))
     assert not entry.is_official and entry.origin == "" and entry.hf_hub_id is None and entry.url is None
-    assert entry.method == "simclr" and entry.file == "pcrlv2_resnet18.safetensors"
+    assert entry.method == "simclr" and entry.file == "resnet18.safetensors"
     assert entry.sha256 == sha256_file(out.weights) != default.sha256
     assert all(k.startswith("pretrain_") for k in entry.metrics)
     assert entry.command != default.command and entry.pretrain_data != default.pretrain_data
@@ -230,8 +230,8 @@ def test_init_from_and_bn_only(xrays: Path, tmp_path: Path, register_weights: An
     base = run(tmp_path, xrays, "base", max_steps=1)
     src = load_file(str(base.weights))
     # HPT: continue from a registered checkpoint, training only the backbone's BN layers
-    register_weights("simclr_resnet18.hpttest", src)
-    cont = run(tmp_path, xrays, "cont", init_from="simclr_resnet18.hpttest", bn_only=True, max_steps=2, lr=0.5, fp16=True)
+    register_weights("resnet18.hpttest", src)
+    cont = run(tmp_path, xrays, "cont", init_from="resnet18.hpttest", bn_only=True, max_steps=2, lr=0.5, fp16=True)
     out = load_file(str(cont.weights))
     assert out["conv1.weight"].dtype == torch.float16
     assert torch.equal(out["conv1.weight"], src["conv1.weight"].half())  # frozen
@@ -258,8 +258,14 @@ def test_pretrain_errors(xrays: Path, tmp_path: Path) -> None:
         run(tmp_path, xrays, "fresh", resume=True)
     with pytest.raises(PretrainError, match="no full batch"):
         run(tmp_path, xrays, "big", batch_size=64)
-    with pytest.raises(PretrainError, match="takes 2D data but genesis_unet3d is a 3D"):
+    with pytest.raises(PretrainError, match="takes 2D data but unet3d is a 3D"):
         run(tmp_path, xrays, "x", arch="unet3d")
+    with pytest.raises(PretrainError, match=r"unknown simclr hyper-parameter\(s\) \['tau'\]; known: proj_dim"):
+        run(tmp_path, xrays, "x", hparams={"tau": 0.1})
+    with pytest.raises(PretrainError, match="temperature=.0.1.: simclr expects float"):
+        run(tmp_path, xrays, "x", hparams={"temperature": "0.1"})
+    with pytest.raises(PretrainError, match="takes no --data-option"):
+        run(tmp_path, xrays, "x", data_options={"threshold": 0.5})
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image files"):
         run(tmp_path, tmp_path / "empty", "y")

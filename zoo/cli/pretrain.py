@@ -31,6 +31,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             warmup_steps=args.warmup_steps, init_from=args.init_from, bn_only=args.bn_only, seed=args.seed,
             resume=args.resume, max_steps=args.max_steps, workers=args.workers, ckpt_every=args.ckpt_every,
             channels_last=args.channels_last, fp16=args.fp16, hparams=parse_hparams(args.hparam),
+            model_kwargs=parse_hparams(args.model_kwarg, "--model-kwarg"),
+            data_options=parse_hparams(args.data_option, "--data-option"),
             progress=not args.no_progress, tag=args.tag, modality=args.modality,
             license_data=args.license_data, license_weights=args.license_weights, command=command,
         )
@@ -44,12 +46,24 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods_epilog() -> str:
+    from ..methods import METHOD_SUMMARIES
+
+    width = max(map(len, METHOD_SUMMARIES))
+    return "methods:\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in METHOD_SUMMARIES.items())
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from ..methods import METHOD_SUMMARIES
+
     p = sub.add_parser("pretrain", help="self-supervised pretraining (also under torchrun for DDP)",
                        description="Pretrain a backbone with a self-supervised method; writes a log, "
-                                   "resumable checkpoints, <arch>.safetensors and pretrained_cfg.json to --out.")
-    p.add_argument("--method", required=True, help="simclr, mocov2, pcrl, pcrlv2, genesis, ...")
-    p.add_argument("--arch", required=True, help="a zoo architecture, e.g. simclr_resnet18, pcrl_unet3d")
+                                   "resumable checkpoints, <network>.safetensors and pretrained_cfg.json to --out.",
+                       epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", required=True, choices=sorted(METHOD_SUMMARIES), metavar="METHOD",
+                   help="one of the methods listed below")
+    p.add_argument("--arch", required=True,
+                   help="a zoo network, e.g. resnet18, unet_resnet18, unet3d_small_seg (zoo 0.1 names still work)")
     p.add_argument("--data", required=True, help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/simclr_kermany")
     p.add_argument("--data-kind", default="auto", choices=["auto", "folder", "fundus", "medmnist", "nifti"])
@@ -79,7 +93,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--fp16", action="store_true", help="export the backbone in float16")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                   help="method hyper-parameter (JSON value), repeatable, e.g. --hparam queue_size=4096")
+                   help="method hyper-parameter (JSON value, type-checked), repeatable, e.g. --hparam queue_size=4096")
+    p.add_argument("--model-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                   help="network argument for create_model (JSON value), repeatable, e.g. --model-kwarg norm=bn")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method's data setting (SWCL's pseudo-labeller / patch stages), repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--tag", default=None, help="registry tag of the exported weights (default: from --out)")
     p.add_argument("--modality", default=None, help="cxr, fundus, ct (default: guessed from --data)")

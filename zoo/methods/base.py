@@ -13,6 +13,7 @@ implied) and decides from the network whether it can train it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..meta.registry import get_pretrained_cfg, resolve_name, split_model_name
 from ..models.unets import DECODER_KWARGS, unet_of
+from .hparams import hparams_class, parse_hparams
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -73,13 +75,29 @@ class SSLMethod(nn.Module):
 
     name: ClassVar[str] = ""
     spatial_dims: ClassVar[tuple[int, ...]] = (2,)
+    # keys of DataSpec.options the method's build_dataset reads (its data settings, not hyper-parameters)
+    data_option_keys: ClassVar[tuple[str, ...]] = ()
+    # (online, target) sub-module names of the momentum encoders, updated by update_momentum_pairs
+    momentum_pairs: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, arch: str, model_kwargs: dict[str, Any] | None = None, **hparams: Any) -> None:
         super().__init__()
         network, implied = resolve_network(arch)
         self.arch = network
         self.model_kwargs: dict[str, Any] = {**self.network_defaults(network), **implied, **dict(model_kwargs or {})}
-        self.hparams = dict(hparams)
+        # typed and checked (HparamError names the known keys); every field recorded, defaults included
+        self.hp = parse_hparams(type(self), hparams)
+        self.hparams: dict[str, Any] = dataclasses.asdict(self.hp)
+
+    @classmethod
+    def hparams_class(cls) -> type:
+        """The dataclass of the method's hyper-parameters (see :mod:`zoo.methods.hparams`)."""
+        return hparams_class(cls)
+
+    @classmethod
+    def parse_hparams(cls, values: dict[str, Any]) -> Any:
+        """``values`` checked into :meth:`hparams_class` (unknown keys and wrong types refused)."""
+        return parse_hparams(cls, values)
 
     @property
     def export_kwargs(self) -> dict[str, Any]:

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
 from ..data.datasets import open_dataset
 from ..data.pairs import SamePatientPairs
-from ..meta.registry import get_pretrained_cfg, split_model_name
+from .base import DataSpec
 from .simclr import SimCLR
-
-if TYPE_CHECKING:
-    from ..train.pretrain import PretrainConfig
 
 __all__ = ["MICLe"]
 
@@ -39,19 +36,15 @@ class MICLe(SimCLR):
     name: ClassVar[str] = "micle"
 
     @classmethod
-    def build_dataset(cls, cfg: PretrainConfig) -> SamePatientPairs:
+    def build_dataset(cls, cfg: DataSpec) -> SamePatientPairs:
         """Same-patient pairs over the images of ``cfg.data`` (a class folder, or a fundus folder with ``images/``)."""
-        from ..train.pretrain import _model_kwargs
-
         kind = cfg.data_kind
         if kind == "auto" and (Path(cfg.data) / "images").is_dir():
             kind = "fundus"  # EyePACS / DRIVE / HRF layouts: FOV crop and masking as everywhere in zoo
         if kind not in ("auto", "folder", "fundus"):
             raise ValueError(f"MICLe reads image files (their names carry the patient ids); --data-kind {kind} "
                              f"cannot be used: give a folder of images with --data-kind auto, folder or fundus.")
-        in_chans = int(_model_kwargs(cfg.hparams).get("in_chans", get_pretrained_cfg(
-            split_model_name(cfg.arch)[0]).in_chans))
-        base = open_dataset(cfg.data, img_size=cfg.img_size, in_chans=in_chans, kind=kind,
+        base = open_dataset(cfg.data, img_size=cfg.img_size, in_chans=cfg.in_chans, kind=kind,
                             workers=max(1, cfg.workers))
         pairs = SamePatientPairs(base, seed=cfg.seed)
         if pairs.num_paired_images == 0:

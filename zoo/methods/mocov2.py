@@ -17,17 +17,12 @@ import torch.nn.functional as F
 
 from ..data.augment import Augment2DConfig
 from ..models.builder import create_model
-from ._common import (
-    FeatureQueue,
-    ViewMaker2D,
-    info_nce,
-    is_distributed,
-    momentum_copy,
-    momentum_update_,
-    projection_mlp,
-    shuffle_bn_forward,
-)
+from ._common import ViewMaker2D
+from ._dist import is_distributed
 from .base import SSLMethod
+from .heads import projection_mlp
+from .losses import info_nce
+from .momentum import FeatureQueue, momentum_copy, shuffle_bn_forward, update_momentum_pairs
 
 __all__ = ["MoCoV2"]
 
@@ -51,6 +46,7 @@ class MoCoV2(SSLMethod):
     name: ClassVar[str] = "mocov2"
     spatial_dims: ClassVar[tuple[int, ...]] = (2,)
     recipe: ClassVar[dict[str, Any]] = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 1e-4}
+    momentum_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("backbone", "backbone_k"), ("projector", "projector_k"))
 
     def __init__(
         self,
@@ -109,8 +105,7 @@ class MoCoV2(SSLMethod):
     @torch.no_grad()
     def on_after_step(self, step: int, total_steps: int) -> None:
         """EMA update of the key encoder, then the batch's keys enter the queue."""
-        momentum_update_(self.backbone, self.backbone_k, self.momentum)
-        momentum_update_(self.projector, self.projector_k, self.momentum)
+        update_momentum_pairs(self, self.momentum_pairs, self.momentum)
         if self._keys is not None:
             self.queue.enqueue(self._keys)
             self._keys = None

@@ -57,20 +57,12 @@ from ..models.resnet import ResNet
 from ..models.unet2d import _DECODER_CHS, DecoderBlock
 from ._unet import build_unet, encode, export_unet
 from .base import SSLMethod
+from .heads import prediction_mlp
+from .losses import symmetric_cosine
 
 __all__ = ["PCRLv2", "symmetric_cosine"]
 
 _REF_SIZE = 224
-
-
-def symmetric_cosine(
-    a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
-    """SimSiam's loss between two ``(projection, prediction)`` pairs, stop-gradient on projections."""
-    return -0.5 * (
-        F.cosine_similarity(a[1], b[0].detach(), dim=1).mean()
-        + F.cosine_similarity(b[1], a[0].detach(), dim=1).mean()
-    )
 
 
 class _LevelHeads(nn.Module):
@@ -79,9 +71,7 @@ class _LevelHeads(nn.Module):
     def __init__(self, chs: int, dims: int, out_chans: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm1d(chs)
-        self.predictor = nn.Sequential(
-            nn.Linear(chs, 2 * chs), nn.BatchNorm1d(2 * chs), nn.ReLU(inplace=True), nn.Linear(2 * chs, chs)
-        )
+        self.predictor = prediction_mlp(chs, 2 * chs)
         if dims == 2:
             self.deep_supervision = nn.Sequential(
                 nn.Conv2d(chs, chs, 3, padding=1), nn.BatchNorm2d(chs), nn.ReLU(inplace=True),

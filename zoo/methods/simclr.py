@@ -13,8 +13,10 @@ import torch
 
 from ..data.augment import Augment2DConfig
 from ..models.builder import create_model
-from ._common import ViewMaker2D, nt_xent, projection_mlp
+from ._common import ViewMaker2D
 from .base import SSLMethod
+from .heads import projection_mlp
+from .losses import nt_xent
 
 __all__ = ["SimCLR"]
 

@@ -43,7 +43,7 @@ from ..data.datasets import open_dataset
 from ..meta.cfg import Intensity, validate_cfg
 from ..meta.registry import get_pretrained_cfg, split_model_name
 from ..methods import get_method
-from ..methods.base import SSLMethod
+from ..methods.base import DataSpec, SSLMethod
 from ..models.builder import create_model
 
 __all__ = [
@@ -57,7 +57,7 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _RESUME_FIXED = (
     "method", "arch", "data", "data_kind", "img_size", "cube_size", "spacing", "samples_per_volume", "epochs",
     "batch_size", "lr", "optimizer", "weight_decay", "momentum", "warmup_steps", "init_from", "bn_only",
-    "seed", "hparams",
+    "seed", "hparams", "model_kwargs", "data_options",
 )
 
 
@@ -95,7 +95,9 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     channels_last: bool | None = None  # default: on
     fp16: bool = False
-    hparams: dict[str, Any] = field(default_factory=dict)
+    hparams: dict[str, Any] = field(default_factory=dict)  # the method's (typed: zoo.methods.hparams)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # network kwargs (create_model)
+    data_options: dict[str, Any] = field(default_factory=dict)  # the method's data settings (SWCL's stages)
     progress: bool = True
     tag: str | None = None
     modality: str | None = None
@@ -128,8 +130,10 @@ class PretrainConfig:
                 parts += [flag, *map(str, value)]
             else:
                 parts += [flag, str(value)]
-        for k, v in sorted(self.hparams.items()):
-            parts += ["--hparam", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+        for flag, values in (("--hparam", self.hparams), ("--model-kwarg", self.model_kwargs),
+                             ("--data-option", self.data_options)):
+            for k, v in sorted(values.items()):
+                parts += [flag, f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
         return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -147,13 +151,15 @@ class PretrainResult:
     wall_time_s: float
 
 
-def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
-    """``["queue_size=4096", "aug=pcrl"]`` -> ``{"queue_size": 4096, "aug": "pcrl"}`` (JSON values, else strings)."""
+def parse_hparams(items: Sequence[str], flag: str = "--hparam") -> dict[str, Any]:
+    """``["queue_size=4096", "aug=pcrl"]`` -> ``{"queue_size": 4096, "aug": "pcrl"}`` (JSON values, else strings).
+
+    Types are checked against the method's hyper-parameter dataclass when the run starts."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
-            raise PretrainError(f"--hparam expects key=value with a Python identifier as key, got {item!r}")
+            raise PretrainError(f"{flag} expects key=value with a Python identifier as key, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -238,12 +244,25 @@ def _to_device(x: Batch, device: torch.device) -> Batch:
 
 
 # --- model ---------------------------------------------------------------------------------------
-def _model_kwargs(hparams: dict[str, Any]) -> dict[str, Any]:
-    """The architecture kwargs a method was given (its ``model_kwargs`` hyper-parameter)."""
-    kwargs = hparams.get("model_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise PretrainError(f"--hparam model_kwargs must be a JSON object, got {kwargs!r}")
-    return dict(kwargs)
+def split_legacy_hparams(cfg: PretrainConfig, data_option_keys: Sequence[str] = ()) -> PretrainConfig:
+    """Move what older runs passed as ``--hparam`` to where it belongs, with a warning: ``model_kwargs={...}``
+    to :attr:`PretrainConfig.model_kwargs`, a method's data settings (``data_option_keys``) to ``data_options``."""
+    hp = dict(cfg.hparams)
+    model_kwargs, data_options = dict(cfg.model_kwargs), dict(cfg.data_options)
+    if "model_kwargs" in hp:
+        legacy = hp.pop("model_kwargs") or {}
+        if not isinstance(legacy, dict):
+            raise PretrainError(f"--hparam model_kwargs must be a JSON object, got {legacy!r}; "
+                                f"use --model-kwarg KEY=VALUE")
+        warnings.warn("--hparam model_kwargs={...} is deprecated: use --model-kwarg KEY=VALUE",
+                      DeprecationWarning, stacklevel=2)
+        model_kwargs = {**legacy, **model_kwargs}
+    moved = sorted(k for k in hp if k in data_option_keys)
+    if moved:
+        warnings.warn(f"--hparam {', '.join(moved)}: data settings, not hyper-parameters; use --data-option "
+                      f"KEY=VALUE", DeprecationWarning, stacklevel=2)
+        data_options = {**{k: hp.pop(k) for k in moved}, **data_options}
+    return dataclasses.replace(cfg, hparams=hp, model_kwargs=model_kwargs, data_options=data_options)
 
 
 def _resolve_init(init_from: str, arch: str, model_kwargs: dict[str, Any]) -> nn.Module:
@@ -434,7 +453,7 @@ def _restore(
     saved = meta["config"]
     diffs = []
     for name in _RESUME_FIXED:
-        now, then = getattr(cfg, name), saved.get(name)
+        now, then = getattr(cfg, name), saved.get(name, {} if name in ("model_kwargs", "data_options") else None)
         if isinstance(now, tuple):
             now = list(now)
         if now != then:
@@ -583,14 +602,19 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
         raise PretrainError(f"--epochs and --batch-size must be > 0, got {cfg.epochs} and {cfg.batch_size}")
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         raise PretrainError(f"--max-steps must be > 0, got {cfg.max_steps}")
+    cls = get_method(cfg.method)
+    cfg = split_legacy_hparams(cfg, cls.data_option_keys)
     try:
-        json.dumps(cfg.hparams)
+        cls.parse_hparams(cfg.hparams)
+    except ValueError as err:
+        raise PretrainError(str(err)) from None
+    try:
+        json.dumps([cfg.hparams, cfg.model_kwargs, cfg.data_options])
     except TypeError as err:
         raise PretrainError(f"method hyper-parameters must be JSON values (they are recorded with the run): {err}") from err
     out = Path(cfg.out)
     if not cfg.resume and (out / "ckpt" / "latest.json").exists():
         raise PretrainError(f"{out} already holds a run; continue it with --resume or choose another --out.")
-    cls = get_method(cfg.method)
     arch_cfg = get_pretrained_cfg(split_model_name(cfg.arch)[0])
     spatial_dims = arch_cfg.spatial_dims
     if spatial_dims not in cls.spatial_dims:
@@ -604,10 +628,15 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
     ct_kwargs: dict[str, Any] = {}
     if spatial_dims == 3 and _is_nifti(cfg):
         ct_kwargs = {"spacing": cfg.spacing, "samples_per_volume": cfg.samples_per_volume}
-    dataset = cls.build_dataset(cfg)
+    in_chans = int(cfg.model_kwargs.get("in_chans", arch_cfg.in_chans))
+    spec = DataSpec(data=cfg.data, data_kind=cfg.data_kind, img_size=cfg.img_size, in_chans=in_chans,
+                    workers=cfg.workers, seed=cfg.seed, options=dict(cfg.data_options))
+    if cfg.data_options and not cls.data_option_keys:
+        raise PretrainError(f"method {cfg.method} takes no --data-option (got {sorted(cfg.data_options)})")
+    dataset = cls.build_dataset(spec)
     if dataset is None:
         dataset = open_dataset(
-            cfg.data, img_size=cfg.img_size, in_chans=int(_model_kwargs(cfg.hparams).get("in_chans", arch_cfg.in_chans)),
+            cfg.data, img_size=cfg.img_size, in_chans=in_chans,
             spatial_dims=spatial_dims, cube_size=cfg.cube_size, kind=cfg.data_kind, workers=max(1, cfg.workers),
             seed=cfg.seed, **ct_kwargs,
         )
@@ -622,7 +651,7 @@ def _pretrain(cfg: PretrainConfig, d: _Dist, t_start: float) -> PretrainResult:
 
     # model, optimiser, schedule: identical initialisation on every rank
     torch.manual_seed(cfg.seed)
-    method: SSLMethod = cls(cfg.arch, **cfg.hparams)
+    method: SSLMethod = cls(cfg.arch, model_kwargs=cfg.model_kwargs, **cfg.hparams)
     if cfg.init_from:
         _init_backbone(method, cfg.init_from, cfg.bn_only)
     elif cfg.bn_only:
