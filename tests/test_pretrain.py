@@ -329,6 +329,16 @@ def test_cli_pretrain(xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     entry = json.loads((tmp_path / "cli/pretrained_cfg.json").read_text())
     assert entry["command"].startswith("zoo ") and "--hparam temperature=0.2" in entry["command"]
     assert entry["modality"] == "cxr"
+    # --out RUN --resume alone continues the run with its recorded arguments; arguments given again must agree
+    assert cli_main(["pretrain", "--out", str(tmp_path / "cli"), "--resume", "--batch-size", "4"]) == 2
+    assert "batch_size: checkpoint 8 vs now 4" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--out", str(tmp_path / "cli"), "--resume", "--no-progress"]) == 0
+    assert "2/2 steps" in capsys.readouterr().out
+    assert len(log_losses(tmp_path / "cli")) == 2
+    assert cli_main(["pretrain", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "run.json does not exist" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--out", str(tmp_path / "c3")]) == 2
+    assert "needs --method, --arch, --data" in capsys.readouterr().err
     bad = ["pretrain", "--method", "nope", "--arch", "resnet18", "--data", str(xrays), "--out", str(tmp_path / "c2")]
     assert cli_main(bad) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ._common import CliError
 
 __all__ = ["add_parsers"]
+
+
+# --flag -> PretrainConfig field, where the names differ
+_FIELD = {"hparam": "hparams", "model_kwarg": "model_kwargs", "data_option": "data_options", "no_progress": "progress"}
+
+# how far and how a continued run goes (not what it is): not read back from run.json
+_RUNTIME = {"max_steps", "workers", "progress", "resume", "out"}
+
+
+def _explicit(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The config fields given on the command line (``--flag`` or ``--flag=value``)."""
+    given = set()
+    for action in parser._actions:
+        if any(a == opt or a.startswith(opt + "=") for opt in action.option_strings for a in argv):
+            given.add(_FIELD.get(action.dest, action.dest))
+    return given
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -14,28 +31,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     import shlex
 
     from ..data.datasets import DatasetError
-    from ..train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
+    from ..train.pretrain import PretrainConfig, PretrainError, load_run_config, parse_hparams, pretrain
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     argv = shlex.join(args.argv)
     command = f"torchrun --nproc_per_node={world} -m zoo.cli {argv}" if world > 1 else f"zoo {argv}"
-    spacing = None if args.spacing == ["native"] else tuple(float(s) for s in args.spacing)
     try:
-        if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
-            raise CliError(f"--spacing needs 3 positive values (mm) or 'native', got {args.spacing}")
-        cfg = PretrainConfig(
-            method=args.method, arch=args.arch, data=args.data, out=args.out, img_size=args.img_size,
-            cube_size=tuple(args.cube_size), spacing=spacing, samples_per_volume=args.samples_per_volume,
-            data_kind=args.data_kind, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
-            warmup_steps=args.warmup_steps, init_from=args.init_from, bn_only=args.bn_only, seed=args.seed,
-            resume=args.resume, max_steps=args.max_steps, workers=args.workers, ckpt_every=args.ckpt_every,
-            channels_last=args.channels_last, fp16=args.fp16, hparams=parse_hparams(args.hparam),
-            model_kwargs=parse_hparams(args.model_kwarg, "--model-kwarg"),
-            data_options=parse_hparams(args.data_option, "--data-option"),
-            progress=not args.no_progress, tag=args.tag, modality=args.modality,
-            license_data=args.license_data, license_weights=args.license_weights, command=command,
-        )
+        fields = _config_fields(args, parse_hparams)
+        if args.resume:
+            # the run's own arguments; those given again must agree (the checkpoint check names any that differ)
+            saved = load_run_config(args.out)
+            given = _explicit(args.parser, args.argv[1:])
+            fields = {k: (v if k in given or k in _RUNTIME else saved.get(k, v)) for k, v in fields.items()}
+            fields.update(out=args.out, resume=True, command=saved.get("command") or command)
+        else:
+            missing = [f"--{k}" for k in ("method", "arch", "data") if fields[k] is None]
+            if missing:
+                raise CliError(f"zoo pretrain needs {', '.join(missing)} (or --recipe NAME; or --out RUN --resume "
+                               f"to continue a run)")
+            fields["command"] = command
+        cfg = PretrainConfig(**fields)
         result = pretrain(cfg)
     except (PretrainError, DatasetError, ValueError) as err:
         raise CliError(str(err)) from err
@@ -44,6 +59,25 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
               f"{result.wall_time_s:.0f} s")
         print(f"weights: {result.weights}\nconfig:  {result.pretrained_cfg}")
     return 0
+
+
+def _config_fields(args: argparse.Namespace, parse_hparams: Any) -> dict[str, Any]:
+    spacing = None if args.spacing == ["native"] else tuple(float(s) for s in args.spacing)
+    if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
+        raise CliError(f"--spacing needs 3 positive values (mm) or 'native', got {args.spacing}")
+    return dict(
+        method=args.method, arch=args.arch, data=args.data, out=args.out, img_size=args.img_size,
+        cube_size=tuple(args.cube_size), spacing=spacing, samples_per_volume=args.samples_per_volume,
+        data_kind=args.data_kind, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
+        warmup_steps=args.warmup_steps, init_from=args.init_from, bn_only=args.bn_only, seed=args.seed,
+        resume=args.resume, max_steps=args.max_steps, workers=args.workers, ckpt_every=args.ckpt_every,
+        channels_last=args.channels_last, fp16=args.fp16, hparams=parse_hparams(args.hparam),
+        model_kwargs=parse_hparams(args.model_kwarg, "--model-kwarg"),
+        data_options=parse_hparams(args.data_option, "--data-option"),
+        progress=not args.no_progress, tag=args.tag, modality=args.modality,
+        license_data=args.license_data, license_weights=args.license_weights,
+    )
 
 
 def _methods_epilog() -> str:
@@ -60,11 +94,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Pretrain a backbone with a self-supervised method; writes a log, "
                                    "resumable checkpoints, <network>.safetensors and pretrained_cfg.json to --out.",
                        epilog=_methods_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True, choices=sorted(METHOD_SUMMARIES), metavar="METHOD",
-                   help="one of the methods listed below")
-    p.add_argument("--arch", required=True,
+    p.add_argument("--method", metavar="METHOD", help=f"one of {', '.join(METHOD_SUMMARIES)} (listed below)")
+    p.add_argument("--arch",
                    help="a zoo network, e.g. resnet18, unet_resnet18, unet3d_small_seg (zoo 0.1 names still work)")
-    p.add_argument("--data", required=True, help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
+    p.add_argument("--data", help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/simclr_kermany")
     p.add_argument("--data-kind", default="auto", choices=["auto", "folder", "fundus", "medmnist", "nifti"])
     p.add_argument("--img-size", type=int, default=224, help="2D image size (default 224)")
@@ -84,7 +117,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="HPT: start the backbone from a zoo checkpoint (arch.tag), a .safetensors file or a run dir")
     p.add_argument("--bn-only", action="store_true", help="with --init-from: train only the backbone's norm layers")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint; its arguments are read from "
+                        "--out/run.json (those given again must agree)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every K steps (and at each epoch end)")
@@ -103,4 +138,4 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", default=None, help="cxr, fundus, ct (default: guessed from --data)")
     p.add_argument("--license-data", default="", help="licence of the pretraining data, for the registry entry")
     p.add_argument("--license-weights", default="", help="licence of the weights, for the registry entry")
-    p.set_defaults(func=_cmd_pretrain)
+    p.set_defaults(func=_cmd_pretrain, parser=p)

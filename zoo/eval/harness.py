@@ -48,6 +48,7 @@ from ..hub import ResolvedWeights, cache_dir, record_checkpoint, resolve_weights
 from ..meta.cfg import Intensity, PretrainedCfg
 from ..meta.registry import get_arch_entry, get_pretrained_cfg
 from ..models.builder import create_model
+from ..train.schedules import warmup_cosine_lambda
 from .metrics import classification_metrics, segmentation_metrics, summarize
 from .probe import L2_GRID, LogisticRegression
 from .robustness import CORRUPTIONS, corrupt
@@ -360,7 +361,7 @@ def _cosine_adamw(params: list[nn.Parameter], lr: float, weight_decay: float, to
         torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     total = max(1, total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine_lambda(total))
     return opt, sched
 
 
