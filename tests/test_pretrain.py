@@ -360,3 +360,46 @@ def test_torchrun_ddp_two_processes(xrays: Path, tmp_path: Path) -> None:
     assert info["summary"]["steps"] == 2
     zoo.create_model("resnet18", checkpoint_path=tmp_path / "ddp/resnet18.safetensors")
     assert json.loads((tmp_path / "ddp/pretrained_cfg.json").read_text())["command"].startswith("torchrun")
+
+
+def test_recipes_are_data_read_everywhere() -> None:
+    """Every recipe of scripts/pretrain_reference.sh is a TOML file with current network names and valid
+    hyper-parameters; the catalog's recorded command is built from it."""
+    from zoo.meta.recipes import RecipeError, list_recipes, load_recipe, recipe_args, recipe_command
+    from zoo.meta.registry import list_aliases, list_models
+    from zoo.methods import get_method
+
+    names = list_recipes()
+    assert names[:2] == ["simclr_kermany", "mocov2_kermany"] and len(names) == 12
+    for name in names:
+        recipe = load_recipe(name)
+        run_ = recipe["run"]
+        assert run_["arch"] in list_models() and run_["arch"] not in list_aliases(), name
+        get_method(run_["method"]).parse_hparams(recipe["hparams"])  # typed, known keys
+        assert run_["data"].startswith("$DATA/") and run_["seed"] == 0
+        command = recipe_command(name)
+        assert f"--method {run_['method']} --arch {run_['arch']} --data $DATA/" in command
+    assert "--data /d/ct/volumes" in " ".join(recipe_args("genesis_ct", "/d"))
+    assert recipe_args("micle_fundus", "/d")[-4:] == ["--hparam", "temperature=0.2", "--hparam", "aug=mocov2"]
+    for cfg_name, recipe in (("resnet18.simclr_kermany64", "simclr_kermany"), ("unet3d_small.genesis_ct32", "genesis_ct")):
+        command = zoo.get_pretrained_cfg(cfg_name).command
+        assert recipe_command(recipe, "../shared/data") in command and f"pretrain_reference.sh {recipe} " in command
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'; known: genesis_ct, micle_fundus"):
+        load_recipe("nope")
+    with pytest.raises(RecipeError, match="base of recipes"):
+        load_recipe("_kermany64")
+    script = (REPO / "scripts/pretrain_reference.sh").read_text()
+    assert "--recipe" in script and "--hparam" not in script and "--arch" not in script  # no second copy
+
+
+def test_cli_recipe_with_overrides(xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    argv = ["pretrain", "--recipe", "simclr_kermany", "--data", str(xrays), "--img-size", "32", "--batch-size", "4",
+            "--epochs", "1", "--max-steps", "1", "--hparam", "temperature=0.3", "--out", str(out)]
+    assert cli_main(argv) == 0
+    info = json.loads((out / "run.json").read_text())["config"]
+    assert info["method"] == "simclr" and info["arch"] == "resnet18" and info["img_size"] == 32
+    assert info["hparams"] == {"aug": "cxr", "temperature": 0.3} and info["license_data"] == "CC-BY-4.0"
+    assert json.loads((out / "pretrained_cfg.json").read_text())["command"].startswith("zoo pretrain --recipe simclr_kermany")
+    assert cli_main(["pretrain", "--recipe", "nope", "--out", str(tmp_path / "n")]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err

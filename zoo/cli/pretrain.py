@@ -33,10 +33,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..data.datasets import DatasetError
     from ..train.pretrain import PretrainConfig, PretrainError, load_run_config, parse_hparams, pretrain
 
+    if args.recipe:
+        args = _with_recipe(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     argv = shlex.join(args.argv)
     command = f"torchrun --nproc_per_node={world} -m zoo.cli {argv}" if world > 1 else f"zoo {argv}"
     try:
+        if args.out is None:
+            raise CliError("zoo pretrain needs --out RUN (the run directory)")
         fields = _config_fields(args, parse_hparams)
         if args.resume:
             # the run's own arguments; those given again must agree (the checkpoint check names any that differ)
@@ -59,6 +63,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
               f"{result.wall_time_s:.0f} s")
         print(f"weights: {result.weights}\nconfig:  {result.pretrained_cfg}")
     return 0
+
+
+def _with_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` re-parsed with the recipe's arguments first: flags given on the command line override them
+    (``--hparam`` etc. add to or replace single keys); ``--out`` defaults to ``runs/NAME``."""
+    from ..meta.recipes import RecipeError, recipe_args
+
+    try:
+        base = recipe_args(args.recipe)
+    except RecipeError as err:
+        raise CliError(str(err)) from None
+    user = list(args.argv[1:])
+    i = next(i for i, a in enumerate(user) if a == "--recipe" or a.startswith("--recipe="))
+    del user[i:i + (1 if "=" in user[i] else 2)]
+    if args.out is None:
+        user += ["--out", f"runs/{args.recipe}"]
+    parser: argparse.ArgumentParser = args.parser
+    new = parser.parse_args(base + user)
+    new.argv, new.parser, new.recipe = args.argv, parser, None
+    return new
 
 
 def _config_fields(args: argparse.Namespace, parse_hparams: Any) -> dict[str, Any]:
@@ -98,7 +122,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch",
                    help="a zoo network, e.g. resnet18, unet_resnet18, unet3d_small_seg (zoo 0.1 names still work)")
     p.add_argument("--data", help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
-    p.add_argument("--out", required=True, help="run directory, e.g. runs/simclr_kermany")
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help="a reference recipe (zoo/recipes/NAME.toml, e.g. simclr_kermany); other flags override it")
+    p.add_argument("--out", help="run directory, e.g. runs/simclr_kermany (default with --recipe: runs/NAME)")
     p.add_argument("--data-kind", default="auto", choices=["auto", "folder", "fundus", "medmnist", "nifti"])
     p.add_argument("--img-size", type=int, default=224, help="2D image size (default 224)")
     p.add_argument("--cube-size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"),

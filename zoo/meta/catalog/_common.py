@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cfg import Intensity
+from ..recipes import DEFAULT_DATA_DIR, recipe_command
 from ..registry import declare_model, register_pretrained
 
 __all__ = [
@@ -86,8 +87,10 @@ def register_reference(
             method=method,
             paper=PAPERS[method],
             **{**shared, **fields},
-            command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = zoo pretrain --method {method} "
-            f"{pretrain_args}; python scripts/ship_weights.py runs/{recipe} {names[0]} (float16)",
+            # the recipe file (zoo/recipes/RECIPE.toml) is the one copy of the flags
+            command=f"RUNS=runs bash scripts/pretrain_reference.sh {recipe}  # = "
+            f"{recipe_command(recipe, DEFAULT_DATA_DIR)} --out runs/{recipe}; "
+            f"python scripts/ship_weights.py runs/{recipe} {names[0]} (float16)",
             verified=True,
             metrics=REFERENCE_METRICS.get(names[0], {}),
             notes=f"Small-scale reference weights ({notes}). Research use only, not for clinical use."
