@@ -35,6 +35,30 @@ for _var in ("ZOO_WEIGHTS_DIR", "HF_HUB_CACHE", "HF_TOKEN"):
 torch.set_num_threads(1)
 
 
+def require_data(*parts: str) -> Path:
+    """The real data at ``data_root()/parts``, or skip the test naming the path and ``ZOO_DATA_DIR``.
+
+    The one way tests handle missing data: call it in a test or fixture (``xrays = require_data("cxr",
+    "kermany", "train")``), or use :func:`needs_data` as a module or test mark.
+    """
+    from zoo.data.paths import data_root
+
+    path = data_root().joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}; set ZOO_DATA_DIR to the shared data directory "
+                     f"(now {os.environ.get('ZOO_DATA_DIR', 'unset')})")
+    return path
+
+
+def needs_data(*parts: str) -> pytest.MarkDecorator:
+    """A skip mark for tests reading ``data_root()/parts`` (the message names the path and ``ZOO_DATA_DIR``)."""
+    from zoo.data.paths import data_root
+
+    path = data_root().joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"real data not found at {path}; set ZOO_DATA_DIR to the "
+                              f"shared data directory (now {os.environ.get('ZOO_DATA_DIR', 'unset')})")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same RNG state: random-weight models (e.g. int8 agreement) are reproducible."""

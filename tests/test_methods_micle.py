@@ -9,14 +9,13 @@ import pytest
 import torch
 
 import zoo
-from tests.conftest import train_steps
+from tests.conftest import needs_data
 from tests.test_data import link_images
 from zoo import PretrainedCfg
 from zoo.cli import main as cli_main
 from zoo.data.datasets import DatasetError, FundusDataset, ImageFolderDataset
 from zoo.data.pairs import SamePatientPairs
 from zoo.data.paths import data_root
-from zoo.methods import get_method
 from zoo.methods.base import DataSpec
 from zoo.methods.micle import MICLe
 from zoo.methods.simclr import SimCLR
@@ -28,8 +27,7 @@ PATIENTS = {"PNEUMONIA": ("person1019_", "person1000_", "person1001_"), "NORMAL"
 
 
 DATA = data_root()
-pytestmark = pytest.mark.skipif(not (DATA / "cxr/kermany").is_dir(),
-                                reason=f"real data not found at {DATA}; set ZOO_DATA_DIR to the shared data")
+pytestmark = needs_data("cxr", "kermany")
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +119,6 @@ def test_without_multi_image_patients_micle_is_simclr(pairs: SamePatientPairs) -
             losses["paired"] = method(_batch(pairs, paired), torch.Generator().manual_seed(3))["loss"].item()
     assert losses["micle"] == pytest.approx(losses["simclr"], rel=1e-6)
     assert losses["paired"] != pytest.approx(losses["simclr"], rel=1e-3)  # real partners change the positives
-
-
-def test_loss_decreases_and_same_seed_same_losses(pairs: SamePatientPairs) -> None:
-    assert get_method("micle") is MICLe
-    batch = _batch(pairs)
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        runs.append([r["loss"] for r in train_steps(MICLe(ARCH, aug="cxr"), batch, steps=12, lr=1e-3)])
-    assert runs[0] == runs[1]
-    loss = runs[0]
-    assert sum(loss[-3:]) / 3 < sum(loss[:3]) / 3
 
 
 def test_cli_run_exports_a_strict_loading_backbone(tmp_path: Path) -> None:

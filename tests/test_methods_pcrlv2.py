@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 from _real_data import ct_cubes, xray_batch
-from safetensors.torch import save_file
 
-import zoo
 from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods.pcrlv2 import PCRLv2, symmetric_cosine
@@ -41,23 +39,6 @@ def test_pcrlv2_2d_on_real_xrays() -> None:
         assert -1.0 <= rec["loss_global"] <= 1.0 and -1.0 <= rec["loss_local"] <= 1.0
 
 
-def test_loss_decreases_on_a_tiny_fixed_subset() -> None:
-    torch.manual_seed(0)
-    method = PCRLv2("resnet18", n_local=2)
-    log = _train(method, xray_batch(4, 32), steps=20)
-    total = [r["loss"] for r in log]
-    assert sum(total[-5:]) / 5 < sum(total[:5]) / 5
-
-
-def test_same_seed_gives_identical_losses() -> None:
-    x = xray_batch(4, 32)
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(5)
-        runs.append(_train(PCRLv2("resnet18", n_local=2), x, steps=3, seed=2))
-    assert runs[0] == runs[1]
-
-
 def test_stop_gradient_and_deep_supervision_schedule() -> None:
     pro_a, pro_b = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
     pre_a, pre_b = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
@@ -87,22 +68,6 @@ def test_pcrlv2_3d_on_a_real_ct_cube() -> None:
     assert len(outs) == 3 and final.shape == x.shape and all(m.shape == x.shape for m in masks)
     log = _train(method, x, steps=2)
     assert all(math.isfinite(v) for rec in log for v in rec.values())
-
-
-def test_export_strict_loads(tmp_path) -> None:
-    torch.manual_seed(0)
-    m2 = PCRLv2("resnet18", n_local=1)
-    _train(m2, xray_batch(2, 32), steps=1)
-    save_file(m2.export_state_dict(), str(tmp_path / "v2.safetensors"))
-    model = zoo.create_model("resnet18", checkpoint_path=tmp_path / "v2.safetensors")
-    assert torch.equal(model.state_dict()["conv1.weight"], m2.net.conv1.weight.detach())
-
-    m3 = PCRLv2("unet3d_seg", model_kwargs={"width": 8})
-    save_file(m3.export_state_dict(), str(tmp_path / "v3.safetensors"))
-    zoo.create_model("unet3d_seg", width=8, decoder="noskip", checkpoint_path=tmp_path / "v3.safetensors")
-    zoo.create_model("unet3d", width=8, checkpoint_path=tmp_path / "v3.safetensors")
-    enc = PCRLv2("unet3d", model_kwargs={"width": 8})
-    assert not any(k.startswith(("up_tr", "out_tr")) for k in enc.export_state_dict())
 
 
 def test_bad_inputs_are_named() -> None:

@@ -13,12 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from tests.conftest import train_steps
+from tests.conftest import needs_data
 from zoo.cli import main as cli_main
 from zoo.data.augment import SWCL_AUG, random_solarize
 from zoo.data.datasets import DatasetError, fov_mask_files
 from zoo.data.paths import data_path, data_root
-from zoo.methods import get_method
 from zoo.methods._common import AUG_PRESETS, nt_xent
 from zoo.methods._swcl_data import (
     POSITIONS,
@@ -37,8 +36,7 @@ from zoo.methods.swcl import SWCL, supcon_loss
 from zoo.train.pretrain import PretrainConfig, build_optimizer
 
 DATA = data_root()
-pytestmark = pytest.mark.skipif(not (DATA / "fundus/eyepacs").is_dir(),
-                                reason=f"real data not found at {DATA}; set ZOO_DATA_DIR to the shared data")
+pytestmark = needs_data("fundus", "eyepacs")
 TINY = {"image_size": 64, "labeller_size": 32, "labeller_depth": 18, "labeller_epochs": 1, "labeller_batch": 4}
 
 
@@ -254,29 +252,6 @@ def test_pipeline_reports_heldout_accuracy_and_caches_each_stage(
 
 
 # --- the method ------------------------------------------------------------------------------------
-def test_swcl_learns_on_real_patches_and_is_deterministic(patch_set) -> None:
-    assert get_method("swcl") is SWCL
-    batch = _batch(patch_set, 4)
-    torch.manual_seed(0)
-    method = SWCL("resnet18")
-
-    def fixed_views_loss() -> float:  # the loss on three fixed draws of views
-        with torch.no_grad():
-            return float(np.mean([method(batch, torch.Generator().manual_seed(s))["loss"].item() for s in (1, 2, 3)]))
-
-    before = fixed_views_loss()
-    log = train_steps(method, batch, steps=12, lr=3e-4)
-    losses = [r["loss"] for r in log]
-    assert all(math.isfinite(v) for v in losses)
-    assert fixed_views_loss() < 0.9 * before
-    torch.manual_seed(0)
-    again = train_steps(SWCL("resnet18"), batch, steps=3, lr=3e-4)
-    assert [r["loss"] for r in again] == losses[:3]
-    torch.manual_seed(0)
-    other = train_steps(SWCL("resnet18"), batch, steps=1, lr=3e-4, seed=1)
-    assert other[0]["loss"] != losses[0]
-
-
 def test_resnetv2_forward_backward_and_head(patch_set) -> None:
     torch.manual_seed(0)
     method = SWCL("swcl_resnetv2_50x1")
