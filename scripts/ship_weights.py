@@ -76,7 +76,7 @@ def main() -> None:
     run = json.loads((args.run / "run.json").read_text())
     if not run.get("finished"):
         raise SystemExit(f"{args.run} is not finished (run.json: finished is not true); resume it first")
-    src = args.run / f"{run['config']['arch']}.safetensors"
+    src = args.run / f"{run.get('network', run['config']['arch'])}.safetensors"  # the network's current name
     dst = args.weights_dir / f"{args.name}.safetensors"
     source = sha256_file(src)
     if not args.record_only:

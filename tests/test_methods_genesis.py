@@ -85,7 +85,7 @@ def test_bad_inputs_are_named() -> None:
         method(torch.rand(2, 1, 20, 16, 16))
     with pytest.raises(ValueError, match="probability"):
         ModelsGenesis(paint_rate=1.5)
-    with pytest.raises(ValueError, match="trains a 3D U-Net"):
+    with pytest.raises(ValueError, match="trains a 3D U-Net with skips"):
         ModelsGenesis("unet3d_seg", model_kwargs={"decoder": "noskip"})
-    with pytest.raises(ValueError, match="trains a 3D U-Net"):
+    with pytest.raises(ValueError, match="trains a 3D U-Net with skips"):
         ModelsGenesis("resnet18")

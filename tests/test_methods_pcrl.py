@@ -173,8 +173,8 @@ def test_bad_inputs_are_named() -> None:
         method(torch.rand(2, 3, 32, 64))
     with pytest.raises(ValueError, match="expects a batch"):
         method(torch.rand(2, 1, 32, 32, 32))
-    with pytest.raises(ValueError, match="not supported"):
-        PCRL("resnet18")
+    with pytest.raises(ValueError, match="PCRL trains a 2D/3D U-Net with skips; 'resnet50' is not one, nor the encoder of one"):
+        PCRL("resnet50")
     with pytest.raises(ValueError, match="recon_target"):
         PCRL("unet_resnet18", recon_target="noise")
     with pytest.raises(ValueError, match="not both 0"):

@@ -71,9 +71,9 @@ def test_pcrlv2_3d_on_a_real_ct_cube() -> None:
 
 
 def test_bad_inputs_are_named() -> None:
-    with pytest.raises(ValueError, match="not supported by PCRLv2"):
+    with pytest.raises(ValueError, match="PCRLv2 trains a 2D ResNet encoder"):
         PCRLv2("unet_resnet18")
-    with pytest.raises(ValueError, match="without skips"):
+    with pytest.raises(ValueError, match="PCRLv2 trains a 3D U-Net without skips .* 'unet3d_seg' is not one"):
         PCRLv2("unet3d_seg", model_kwargs={"decoder": "skip", "width": 8})
     method = PCRLv2("resnet18", n_local=0)
     with pytest.raises(ValueError, match="divisible by 32"):

@@ -45,7 +45,8 @@ def build_unet(
     if not ok:
         unets = sorted(set(ENCODER_UNETS) | set(ENCODER_UNETS.values()))
         dims_txt = "/".join(f"{d}D" for d in spatial_dims)
-        raise ValueError(f"{method} trains a {dims_txt} U-Net; {network!r} is not one, nor the encoder of one "
+        skips = {None: "", True: " with skips", False: " without skips (model kwarg decoder=\"noskip\")"}[skip]
+        raise ValueError(f"{method} trains a {dims_txt} U-Net{skips}; {network!r} is not one, nor the encoder of one "
                          f"(with model kwargs {model_kwargs or {}}). Choose one of {unets}.")
     return net
 

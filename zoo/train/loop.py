@@ -493,7 +493,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
     weights = cfg_path = None
     if d.main:
         weights, cfg_path, problems = _export(out, method, cfg, dataset, spatial_dims, summary, total_steps)
-        run_info.update(summary=summary, registry_problems=problems, finished=step >= total_steps)
+        run_info.update(summary=summary, registry_problems=problems, finished=step >= total_steps,
+                        network=method.arch, arch_kwargs=method.export_kwargs)
         atomic_write_json(out / "run.json", run_info)
         _logger.info("done: step %d of %d, %.1f images/s, %.0f s; exported %s", step, total_steps,
                      summary["images_per_s"] or 0.0, wall, weights)
