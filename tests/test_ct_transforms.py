@@ -65,7 +65,7 @@ def test_array_with_affine_is_reoriented_like_the_path(tmp_path: Path) -> None:
     data[:10] = 800.0  # an asymmetric block: a missed flip cannot go unnoticed
     path = tmp_path / "lps.nii.gz"
     nib.save(nib.Nifti1Image(data, LPS), path)
-    tf = zoo.create_transform("pcrl_unet3d", input_size=(1, 64, 48, 48), voxel_spacing=(1.0, 1.0, 1.0))
+    tf = zoo.create_transform("unet3d", input_size=(1, 64, 48, 48), voxel_spacing=(1.0, 1.0, 1.0))
     from_path = tf(path)
     assert from_path.shape == (1, 64, 48, 48)
     for kwargs in ({"affine": LPS}, {"spacing": LPS}):
@@ -79,7 +79,7 @@ def test_array_with_affine_is_reoriented_like_the_path(tmp_path: Path) -> None:
 
 def test_spacing_only_warns_once(caplog) -> None:
     _warned.clear()
-    tf = zoo.create_transform("pcrl_unet3d", input_size=(1, 32, 32, 32))
+    tf = zoo.create_transform("unet3d", input_size=(1, 32, 32, 32))
     with caplog.at_level(logging.WARNING):
         tf(_volume((10, 10, 5)), spacing=(2.0, 2.0, 2.0))
         tf(_volume((10, 10, 5)), spacing=(2.0, 2.0, 2.0))
@@ -87,7 +87,7 @@ def test_spacing_only_warns_once(caplog) -> None:
 
 
 def test_whole_volume_is_never_cropped() -> None:
-    tf = zoo.create_transform("pcrl_unet3d_small", input_size=(1, 32, 32, 32))
+    tf = zoo.create_transform("unet3d_small", input_size=(1, 32, 32, 32))
     with pytest.raises(ValueError, match=r"zoo predict.*\(32, 32, 32\)"):
         tf(_volume((40, 30, 20)), spacing=(1.0, 1.0, 1.0))
     x = tf(np.full((20, 31, 9), 1000.0, dtype=np.float32), spacing=(1.0, 1.0, 1.0))

@@ -56,7 +56,7 @@ class _Voxelwise(nn.Module):
         super().__init__()
         self.restore = restore
         self.out_act = "sigmoid" if restore else None
-        self.pretrained_cfg = zoo.get_pretrained_cfg("pcrl_unet3d_small_seg").replace(
+        self.pretrained_cfg = zoo.get_pretrained_cfg("unet3d_small_seg").replace(
             input_size=(1, 16, 16, 16), voxel_spacing=(1.0, 1.0, 1.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ def test_image_output_undoes_the_hu_window(tmp_path: Path) -> None:
 def seg3d_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A width-4 3D U-Net with a 2-class head, saved as `zoo finetune` saves a run (zoo.save_for_hf)."""
     torch.manual_seed(0)
-    model = zoo.create_model("pcrl_unet3d_small_seg", num_classes=2, width=4,
+    model = zoo.create_model("unet3d_small_seg", num_classes=2, width=4,
                              pretrained_cfg_overlay={"input_size": (1, 16, 16, 16)})
     return zoo.save_for_hf(model, tmp_path_factory.mktemp("run3d"))
 
@@ -128,9 +128,9 @@ def test_bad_inputs_name_the_file_and_the_fix(seg3d_run: Path, tmp_path: Path, c
     bad.write_bytes(b"not a nifti")
     assert main(["predict", f"local-dir:{seg3d_run}", str(bad), "-o", str(tmp_path / "o.nii.gz")]) == 2
     assert "bad.nii.gz is not a readable NIfTI" in capsys.readouterr().err
-    assert main(["predict", "pcrl_unet3d_seg", str(bad)]) == 2  # no weights: random predictions refused
+    assert main(["predict", "resnet50", str(bad)]) == 2  # no weights: random predictions refused
     assert "has no weights" in capsys.readouterr().err
-    encoder = zoo.create_model("pcrl_unet3d_small", num_classes=2, width=4)
+    encoder = zoo.create_model("unet3d_small", num_classes=2, width=4)
     with pytest.raises(PredictError, match="per voxel"):
         predict_volume(encoder, tmp_path / "x.nii.gz", tmp_path / "y.nii.gz")
 
@@ -140,9 +140,8 @@ def test_seg_tag_loads_the_decoder_without_checkpoint_path() -> None:
 
     from zoo.hub import resolve_weights
 
-    cfg = zoo.get_pretrained_cfg("pcrl_unet3d_small_seg.ct32")
-    assert cfg.file == zoo.get_pretrained_cfg("pcrl_unet3d_small.ct32").file
-    model = zoo.create_model("pcrl_unet3d_small_seg.ct32", pretrained=True)
+    cfg = zoo.get_pretrained_cfg("unet3d_small_seg.pcrl_ct32")
+    model = zoo.create_model("unet3d_small_seg.pcrl_ct32", pretrained=True)
     stored = load_file(str(resolve_weights(cfg)))
     assert torch.equal(model.state_dict()["up_tr64.ops.0.conv1.weight"].float(),
                        stored["up_tr64.ops.0.conv1.weight"].float())
@@ -162,7 +161,7 @@ def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
 
 def test_2d_classifier_writes_probabilities(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = zoo.create_model("pcrl_resnet18", num_classes=3, pretrained_cfg_overlay={"input_size": (3, 32, 32)})
+    model = zoo.create_model("resnet18", num_classes=3, pretrained_cfg_overlay={"input_size": (3, 32, 32)})
     run = zoo.save_for_hf(model, tmp_path / "run")
     _images(tmp_path / "imgs", [(40, 50), (33, 33), (64, 48)])
     rows = predict_images(f"local-dir:{run}", [tmp_path / "imgs"], tmp_path / "p.csv")
@@ -177,7 +176,7 @@ def test_2d_classifier_writes_probabilities(tmp_path: Path) -> None:
 
 def test_2d_segmentation_masks_keep_the_image_size(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
-    model = zoo.create_model("pcrl_unet_resnet18", num_classes=1, pretrained_cfg_overlay={"input_size": (3, 32, 32)})
+    model = zoo.create_model("unet_resnet18", num_classes=1, pretrained_cfg_overlay={"input_size": (3, 32, 32)})
     paths = _images(tmp_path / "imgs", [(45, 70), (20, 24)])  # larger and smaller than a window
     predict_images(model, paths, tmp_path / "masks", probabilities=True)
     for p, (h, w) in zip(paths, [(45, 70), (20, 24)], strict=True):

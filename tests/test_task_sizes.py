@@ -40,7 +40,7 @@ def test_drive_like_data_of_another_size(tmp_path: Path, monkeypatch: pytest.Mon
     test = task.load("test")
     assert test.images.shape == (2, 96, 80, 3) and test.labels.shape == test.fov.shape == (2, 96, 80)
     assert test.labels[1].any() and test.labels.dtype == bool
-    cfg = zoo.get_pretrained_cfg("pcrl_resnet18")
+    cfg = zoo.get_pretrained_cfg("resnet18")
     assert task.data_config(cfg).input_size == (3, 96, 80)
 
 
@@ -49,7 +49,7 @@ def test_drive_like_data_of_another_size_evaluates(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("ZOO_DATA_DIR", str(_drive_like(tmp_path, {"training": [(96, 80)], "test": [(96, 80), (120, 70)]})))
     torch.manual_seed(0)
     # the whole evaluation runs on it (DRIVE's size in the task crashed in _segmentation_seed)
-    res = run_eval(EvalConfig("pcrl_resnet18", "drive_vessels", protocol="linear", seeds=1, epochs=1, img_size=32,
+    res = run_eval(EvalConfig("resnet18", "drive_vessels", protocol="linear", seeds=1, epochs=1, img_size=32,
                               batch_size=2, max_train=1, cache=False))
     r = res["runs"]["random_init"]["per_seed"][0]
     assert r["n_train"] == 1 and 0.0 <= r["f1"] <= 1.0 and res["n_test"] == 2
