@@ -32,6 +32,7 @@ ev() { # ev TASK PROTOCOL FRACTION [extra flags]; an --img-size other than $px i
     done
     if [ -n "$measured" ]; then echo "== $out: done (FORCE=1 measures it again)"; return; fi
   fi
+  # results/ is named here (--out): `zoo eval` alone writes to ./zoo-results, never into the repository
   $ZOO eval "$name" --task "$task" --protocol "$protocol" --label-fraction "$fraction" --seeds 3 "$@" \
     --out "$out"
 }

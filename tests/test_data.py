@@ -114,7 +114,7 @@ def test_load_ct_resamples_in_ras(ct_dir: Path) -> None:
     vols = find_volumes(ct_dir)
     assert [v.name for v in vols] == ["cranium_head_ct.nii.gz", "totalseg_example_ct_crop.nii.gz"]
     v = load_ct(ct_dir / "cranium_head_ct.nii.gz", spacing=(2.0, 2.0, 2.0))
-    assert v.shape == (round(256 * 0.9570312 / 2), round(256 * 0.9570312 / 2), round(108 * 1.5 / 2))
+    assert v.shape == (round(255 * 0.9570312 / 2 + 1), round(255 * 0.9570312 / 2 + 1), round(107 * 1.5 / 2 + 1))
     assert v.hu.dtype == torch.int16 and v.hu.min() <= -900 and v.hu.max() >= 1000  # air and skull
     native = load_ct(ct_dir / "totalseg_example_ct_crop.nii.gz", spacing=None)
     assert native.shape == (122, 101, 30) and native.spacing == (3.0, 3.0, 3.0)

@@ -203,7 +203,7 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert again["runs"]["random_init"]["mean"] == res["runs"]["random_init"]["mean"]
     # without --out: one file per model / task / protocol / fraction, and input size when one is asked for
     assert default_output_path(EvalConfig("m", "retinamnist", label_fraction=0.01)) == Path(
-        "results/m__retinamnist__linear__1pct.json")
+        "zoo-results/m__retinamnist__linear__1pct.json")  # not the repository's results/
     assert default_output_path(EvalConfig("m", "retinamnist", img_size=64)).name == "m__retinamnist__linear__100pct__64px.json"
 
 

@@ -65,9 +65,11 @@ def test_float_images_outside_unit_range_warn_once(caplog) -> None:
     assert caplog.text.count("expects [0, 1]") == 1
 
 
-def test_real_ct_volume_resampled_windowed_and_cropped() -> None:
+def test_real_ct_volume_resampled_windowed_and_never_cropped() -> None:
     path = data_root() / "ct" / "volumes" / "lungdx_a0001_series3.nii.gz"
-    tf = zoo.create_transform("pcrl_unet3d", voxel_spacing=(4.0, 4.0, 8.0))
+    with pytest.raises(ValueError, match="zoo predict"):  # (108, 108, 40) voxels at 4 x 4 x 8 mm: too large
+        zoo.create_transform("pcrl_unet3d", voxel_spacing=(4.0, 4.0, 8.0))(path)
+    tf = zoo.create_transform("pcrl_unet3d", voxel_spacing=(8.0, 8.0, 10.0))
     x = tf(path)
     assert x.shape == (1, 64, 64, 32)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
@@ -79,7 +81,7 @@ def test_volume_pad_and_already_normalised_warning(caplog) -> None:
     _warned.clear()
     tf = zoo.create_transform("genesis_unet3d", input_size=(1, 16, 16, 8))
     with caplog.at_level(logging.WARNING):
-        x = tf(np.random.default_rng(0).random((10, 20, 4)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
+        x = tf(np.random.default_rng(0).random((10, 14, 4)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
     assert x.shape == (1, 16, 16, 8)
     assert "Hounsfield" in caplog.text
     hu = np.full((16, 16, 8), -2000, dtype=np.int16)

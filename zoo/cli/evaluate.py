@@ -30,7 +30,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         results = run_eval(config, invocation=shlex.join(["zoo", *getattr(args, "argv", sys.argv[1:])]))
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from err
-    out = save_results(results, args.out or default_output_path(config))
+    out = save_results(results, args.out or default_output_path(config, args.out_dir))
     for arm, run in results["runs"].items():
         cells = ", ".join(f"{m.upper()} {run['mean'][m]:.4f} ± {run['std'][m]:.4f}" for m in results["metrics"])
         print(f"{arm:<12} {cells}")
@@ -111,7 +111,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--robustness", action="store_true", help="also score blurred, noisy, low-contrast and JPEG test images")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--out", help="results JSON (default: results/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
+    p.add_argument("--out", help="results JSON (default: OUT_DIR/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
+    p.add_argument("--out-dir", default="zoo-results", help="directory of the results JSON when --out is not given "
+                   "(default: ./zoo-results)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("gradcam", help="Grad-CAM figure of a few test images, checkpoint vs random init")

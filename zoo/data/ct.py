@@ -16,15 +16,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
 
-__all__ = ["CTVolume", "load_ct", "window_hu", "resample", "CTCubeDataset", "find_volumes"]
+__all__ = [
+    "CTVolume", "load_ct", "read_nifti", "to_ras", "from_ras", "window_hu", "resample", "resampled_shape",
+    "CTCubeDataset", "find_volumes",
+]
 
 _logger = logging.getLogger(__name__)
 _LABEL_HINTS = ("_seg", "label", "mask")
@@ -50,38 +53,113 @@ def window_hu(hu: torch.Tensor, hu_min: float = -1000.0, hu_max: float = 1000.0)
     return ((hu.float() - hu_min) / (hu_max - hu_min)).clamp_(0.0, 1.0)
 
 
-def resample(
-    volume: torch.Tensor, spacing: Sequence[float], target: Sequence[float], mode: str = "trilinear"
-) -> torch.Tensor:
-    """Resample an ``(X, Y, Z)`` volume from ``spacing`` to ``target`` mm (float32 result)."""
-    if len(spacing) != 3 or len(target) != 3 or min(target) <= 0:
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    """The grid a resampling keeps: ``round((n - 1) * spacing / target + 1)`` voxels per axis (numpy rounding).
+
+    This is MONAI's ``Spacing`` convention (``compute_shape_offset``): the first voxel centre stays where
+    it is and the new centres are ``target`` mm apart, up to the last input centre.
+    """
+    if len(spacing) != 3 or len(target) != 3 or min(target) <= 0 or min(spacing) <= 0:
         raise ValueError(f"spacings must be 3 positive values, got {tuple(spacing)} -> {tuple(target)}")
-    size = [max(1, round(n * s / t)) for n, s, t in zip(volume.shape, spacing, target, strict=True)]
-    if list(volume.shape) == size:
-        return volume.float()
-    out = F.interpolate(volume.float()[None, None], size=size, mode=mode,
-                        align_corners=False if mode != "nearest" else None)
-    return out[0, 0]
+    return tuple(max(1, int(np.round((n - 1) * s / t + 1.0))) for n, s, t in zip(shape, spacing, target, strict=True))
 
 
-def load_ct(path: str | os.PathLike[str], spacing: Sequence[float] | None = (1.0, 1.0, 1.0)) -> CTVolume:
-    """Read a NIfTI CT volume (HU), reorient it to RAS and resample it to ``spacing`` mm (None: keep)."""
+def _interp_axis(t: torch.Tensor, axis: int, step: float, size: int, mode: str) -> torch.Tensor:
+    """Sample ``t`` along ``axis`` at positions ``0, step, 2 step, ...`` (``size`` of them; voxel units,
+    clamped to the border), linearly or at the nearest voxel."""
+    n = t.shape[axis]
+    if n == size and step == 1.0:
+        return t
+    pos = torch.arange(size, dtype=torch.float64) * step
+    if mode == "nearest":
+        idx = pos.round().clamp_(0, n - 1).long()
+        return t.index_select(axis, idx)
+    lo = pos.floor().clamp_(0, n - 1)
+    w = (pos - lo).clamp_(0.0, 1.0).to(t.dtype)
+    lo_i = lo.long()
+    hi_i = (lo_i + 1).clamp_(max=n - 1)
+    shape = [1] * t.ndim
+    shape[axis] = size
+    w = w.view(shape)
+    a = t.index_select(axis, lo_i)
+    return a.add_(t.index_select(axis, hi_i).sub_(a).mul_(w)) if t.is_floating_point() else a
+
+
+def resample(
+    volume: torch.Tensor, spacing: Sequence[float], target: Sequence[float], mode: str = "trilinear",
+    shape: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Resample the last three axes of ``(..., X, Y, Z)`` from ``spacing`` to ``target`` mm (float32).
+
+    MONAI's ``Spacing`` grid (:func:`resampled_shape`; voxel 0 stays put, border values beyond the last
+    voxel); ``mode`` is ``trilinear`` (separable linear, exact trilinear) or ``nearest`` (label maps).
+    ``shape`` forces the output grid (to go back onto an input's grid: swap the spacings and pass its shape).
+    """
+    if mode not in ("trilinear", "nearest"):
+        raise ValueError(f"mode must be 'trilinear' or 'nearest', got {mode!r}")
+    size = tuple(shape) if shape is not None else resampled_shape(volume.shape[-3:], spacing, target)
+    out = volume if volume.is_floating_point() or mode == "nearest" else volume.float()
+    if out.dtype not in (torch.float32, torch.float64) and mode != "nearest":
+        out = out.float()
+    for i in range(3):
+        axis = volume.ndim - 3 + i
+        out = _interp_axis(out, axis, float(target[i]) / float(spacing[i]), size[i], mode)
+    return out.float() if mode != "nearest" else out
+
+
+def _ras_ornt(affine: np.ndarray) -> np.ndarray:
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    return ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
+
+
+def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Reorient the first three axes of ``data`` to the closest RAS orientation of ``affine`` (as
+    ``nibabel.as_closest_canonical`` does) and return it with its voxel spacing in mm in RAS order."""
+    from nibabel.orientations import apply_orientation
+
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be a 4 x 4 matrix, got shape {affine.shape}")
+    ornt = _ras_ornt(affine)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = tuple(float(zooms[int(ax)]) for ax in np.argsort(ornt[:, 0]))
+    return apply_orientation(data, ornt), spacing  # type: ignore[return-value]
+
+
+def from_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_ras`: a RAS-ordered array back into the axis order and directions of ``affine``."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    back = ornt_transform(axcodes2ornt("RAS"), io_orientation(np.asarray(affine, dtype=np.float64)))
+    return apply_orientation(data, back)
+
+
+def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, Any]:
+    """The voxels (float32, 3D) and the nibabel image of a NIfTI file, as stored (not reoriented)."""
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"CT volume {path} does not exist.")
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asanyarray(img.dataobj)
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for bad files
         raise DatasetError(f"{path} is not a readable NIfTI volume ({type(err).__name__}: {err}).") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DatasetError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    native = tuple(float(z) for z in img.header.get_zooms()[:3])
-    vol = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    return data, img
+
+
+def load_ct(path: str | os.PathLike[str], spacing: Sequence[float] | None = (1.0, 1.0, 1.0)) -> CTVolume:
+    """Read a NIfTI CT volume (HU), reorient it to RAS and resample it to ``spacing`` mm (None: keep)."""
+    path = Path(path)
+    data, img = read_nifti(path)
+    ras, native = to_ras(data, img.affine)
+    vol = torch.from_numpy(np.ascontiguousarray(ras, dtype=np.float32))
     if spacing is not None:
         vol = resample(vol, native, spacing)
         out_spacing = tuple(float(s) for s in spacing)

@@ -2,8 +2,9 @@
 
 2D: PIL images, numpy arrays (HW, HWC or CHW; uint8 or float) and tensors, grayscale or RGB, become a
 normalised ``(C, H, W)`` float tensor: channels matched to the model, shorter side resized, centre crop,
-intensity preset. 3D: numpy/tensor volumes in HU (or a NIfTI path) become ``(C, X, Y, Z)``: resampled
-to the checkpoint's voxel spacing, HU-windowed to [0, 1], centre crop/pad to the cube size.
+intensity preset. 3D: numpy/tensor volumes in HU (or a NIfTI path) become ``(C, X, Y, Z)``: reoriented to
+RAS, resampled to the checkpoint's voxel spacing, HU-windowed to [0, 1], zero-padded to the cube size (a
+larger volume raises: ``zoo predict`` tiles whole volumes).
 
 ``create_transform(cfg, is_training=True)`` gives training augmentation instead, as timm's does: 2D
 random resized crop (timm's scale and ratio) with a horizontal flip, 3D a cube at a random position
@@ -210,10 +211,15 @@ class ImageTransform:
 
 
 class VolumeTransform:
-    """3D preprocessing for one CT volume in HU, ``(X, Y, Z)`` or ``(C, X, Y, Z)``, or a NIfTI path.
+    """3D preprocessing for one CT volume in HU: a NIfTI path, a nibabel image, or an array
+    ``(X, Y, Z)`` / ``(C, X, Y, Z)``.
 
-    A NIfTI path is read with :func:`zoo.data.ct.load_ct` (reoriented to RAS and resampled, exactly as
-    the pretraining cubes); an array is taken in RAS order, resampled when ``spacing`` is given.
+    Paths and images are read with their affine, reoriented to RAS and resampled to the checkpoint's voxel
+    spacing, exactly as the pretraining cubes (:func:`zoo.data.ct.load_ct`). An array is reoriented the same
+    way when its ``affine`` is given (``spacing`` may be that 4 x 4 affine too); with ``spacing`` alone (3
+    values) it is taken to be in RAS order already. The result is HU-windowed and zero-padded up to the
+    model's input size. A volume larger than the input size is never cropped: it raises, naming
+    ``zoo predict`` (:func:`zoo.eval.predict.predict_volume`), which tiles a whole volume with a sliding window.
     """
 
     def __init__(self, config: DataConfig) -> None:
@@ -221,27 +227,38 @@ class VolumeTransform:
             raise ValueError("VolumeTransform is for 3D models; use ImageTransform for 2D")
         self.config = config
 
-    def __call__(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
-        return _center_crop_pad(self.prepare(volume, spacing), self.config.input_size[1:]).contiguous()
-
-    def prepare(self, volume: Any, spacing: Sequence[float] | None = None) -> torch.Tensor:
-        """The whole volume resampled, windowed and channel-matched, ``(C, X, Y, Z)``, before the crop."""
-        from .ct import load_ct, resample, window_hu
+    def prepare(self, volume: Any, spacing: Any = None, affine: Any = None) -> torch.Tensor:
+        """The whole volume, reoriented, resampled and windowed: ``(C, X, Y, Z)`` float32 of any size."""
+        from .ct import load_ct, resample, to_ras
 
         cfg = self.config
         if isinstance(volume, (str, os.PathLike)):
             ct = load_ct(volume, spacing=cfg.voxel_spacing)  # reoriented to RAS, as in pretraining
             t = ct.hu.float()[None]
         else:
-            t = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume).float()
+            if hasattr(volume, "dataobj") and hasattr(volume, "affine"):  # a nibabel image
+                volume, affine = np.asarray(volume.dataobj, dtype=np.float32), volume.affine
+            if spacing is not None and np.asarray(spacing).shape == (4, 4):
+                affine, spacing = spacing, None
+            arr = volume.numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+            if arr.ndim not in (3, 4):
+                raise ValueError(f"expected a 3D volume (X, Y, Z) or (C, X, Y, Z), got shape {tuple(arr.shape)}")
+            if affine is not None:
+                chans = arr if arr.ndim == 4 else arr[None]
+                parts = [to_ras(c, affine) for c in chans]
+                arr, spacing = np.stack([p[0] for p in parts]), parts[0][1]
+            elif spacing is not None and cfg.voxel_spacing is not None:
+                _warn_once("3d-ras", "an array given with spacing= only is taken to be in RAS order; pass "
+                           "affine= (e.g. nibabel's img.affine) to reorient it like a NIfTI path")
+            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
             if t.ndim == 3:
                 t = t[None]
-            if t.ndim != 4:
-                raise ValueError(f"expected a 3D volume (X, Y, Z) or (C, X, Y, Z), got shape {tuple(t.shape)}")
             if cfg.voxel_spacing is not None and spacing is not None:
-                t = torch.stack([resample(c, spacing, cfg.voxel_spacing) for c in t])
+                t = resample(t, spacing, cfg.voxel_spacing)
         it = cfg.intensity
         if it.kind == "hu_window":
+            from .ct import window_hu
+
             if t.min() >= 0.0 and t.max() <= 1.0:
                 _warn_once(
                     "3d-range",
@@ -253,31 +270,32 @@ class VolumeTransform:
             t = _apply_intensity(t, it)
         return _match_channels(t, cfg.in_chans) if t.shape[0] != cfg.in_chans else t
 
+    def __call__(self, volume: Any, spacing: Any = None, affine: Any = None) -> torch.Tensor:
+        """One model input ``(C, *input_size)``: :meth:`prepare`, then zero-padding (never cropping)."""
+        t = self.prepare(volume, spacing, affine)
+        size = tuple(self.config.input_size[1:])
+        if any(n > s for n, s in zip(t.shape[1:], size, strict=True)):
+            sp = self.config.voxel_spacing
+            at = f" at {tuple(sp)} mm" if sp else ""
+            raise ValueError(
+                f"the volume is {tuple(t.shape[1:])} voxels{at} but the model takes {size}; a transform does not "
+                "crop it (that would drop most of the scan): run `zoo predict MODEL VOLUME.nii.gz` (or "
+                "zoo.eval.predict.predict_volume) for sliding-window inference over the whole volume, or cut "
+                f"a region of at most {size} voxels yourself"
+            )
+        return _pad_to(t, size).contiguous()
+
     def __repr__(self) -> str:
         return f"VolumeTransform({self.config})"
 
 
-def _center_crop_pad(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Centre-crop or zero-pad the spatial dims of ``(C, *spatial)`` to ``size``."""
+def _pad_to(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the spatial dims of ``(C, *spatial)`` symmetrically up to ``size`` (the extra voxel after)."""
     pads: list[int] = []
-    slices: list[slice] = [slice(None)]
-    for n, target in zip(t.shape[1:], size, strict=True):
-        if n >= target:
-            start = (n - target) // 2
-            slices.append(slice(start, start + target))
-            pads.append(0)
-            pads.append(0)
-        else:
-            slices.append(slice(None))
-            before = (target - n) // 2
-            pads.append(before)
-            pads.append(target - n - before)
-    t = t[tuple(slices)]
-    if any(pads):
-        # F.pad takes the last dimension first
-        flat = [p for i in range(len(size) - 1, -1, -1) for p in pads[2 * i : 2 * i + 2]]
-        t = F.pad(t, flat)
-    return t
+    for n, target in zip(reversed(t.shape[1:]), reversed(tuple(size)), strict=True):  # F.pad: last dim first
+        before = max(target - n, 0) // 2
+        pads += [before, max(target - n, 0) - before]
+    return F.pad(t, pads) if any(pads) else t
 
 
 class TrainImageTransform:
@@ -322,7 +340,7 @@ class TrainVolumeTransform:
 
         size = self.config.input_size[1:]
         t = self._prep.prepare(volume, spacing)
-        t = _center_crop_pad(t, [max(n, s) for n, s in zip(t.shape[1:], size, strict=True)])  # pad only
+        t = _pad_to(t, size)  # pad only: a larger volume keeps its size for the random cube
         starts = [int(torch.randint(0, n - s + 1, (1,), generator=self.generator)) for n, s in zip(t.shape[1:], size, strict=True)]
         t = t[(slice(None), *(slice(a, a + s) for a, s in zip(starts, size, strict=True)))]
         t, _ = random_flip(t[None], self.flip, generator=self.generator, dims=(2,))  # X of (B, C, X, Y, Z)

@@ -569,12 +569,15 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
     return results
 
 
-def default_output_path(config: EvalConfig) -> Path:
-    """``results/<model>__<task>__<protocol>__<percent>pct[__<size>px].json`` (the size when ``img_size`` is
-    given, so runs at two input sizes do not overwrite each other)."""
+DEFAULT_RESULTS_DIR = "zoo-results"  # relative to the working directory: never the repository's results/
+
+
+def default_output_path(config: EvalConfig, out_dir: str | os.PathLike[str] = DEFAULT_RESULTS_DIR) -> Path:
+    """``<out_dir>/<model>__<task>__<protocol>__<percent>pct[__<size>px].json`` (the size when ``img_size`` is
+    given, so runs at two input sizes do not overwrite each other); ``out_dir`` defaults to ``./zoo-results``."""
     pct = f"{config.label_fraction * 100:g}".replace(".", "p")
     size = f"__{config.img_size}px" if config.img_size else ""
-    return Path("results") / f"{config.model}__{config.task}__{config.protocol}__{pct}pct{size}.json"
+    return Path(out_dir) / f"{config.model}__{config.task}__{config.protocol}__{pct}pct{size}.json"
 
 
 def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -140,19 +140,55 @@ class _FolderTask(Task):
 
 @dataclass(frozen=True)
 class _DriveTask(Task):
+    """DRIVE, or any vessel data set laid out like it (``training`` / ``test`` with ``images``, ``1st_manual``
+    and ``mask``) under ``fundus/drive`` of the data root, at any image size.
+
+    Images keep the size of the first training image (DRIVE: 584 x 565, native); an image of another size is
+    resized to it together with its vessel and FOV masks (bilinear image, nearest masks), so every split
+    stacks and the metrics are computed on masks aligned with the predictions.
+    """
+
+    folder: str = "fundus/drive"
+
+    def _root(self):  # noqa: ANN202 - a Path
+        return data_path(*self.folder.split("/"))
+
+    def native_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the first training image: the size every image of the task is brought to."""
+        from PIL import Image
+
+        with Image.open(drive_files(self._root(), "train")[0]) as im:
+            return im.size[1], im.size[0]
+
     def _load(self, split: str, limit: int | None, img_size: int) -> Split:
-        root = data_path("fundus", "drive")
+        root = self._root()
         n = len(drive_files(root, split))
         keep = np.arange(n) if limit is None or limit >= n else \
             np.sort(np.random.default_rng(0).permutation(n)[:limit])
-        data = load_drive(root, split, indices=keep.tolist())
-        return Split(data.images, data.masks, keep, data.fov)
+        h, w = self.native_size()
+        images, masks, fovs = [], [], []
+        for i in keep.tolist():
+            one = load_drive(root, split, indices=[i])
+            images.append(_resize(one.images[0], (h, w), nearest=False))
+            masks.append(_resize(one.masks[0], (h, w), nearest=True))
+            fovs.append(_resize(one.fov[0], (h, w), nearest=True))
+        return Split(np.stack(images), np.stack(masks), keep, np.stack(fovs))
 
     def data_config(self, cfg: PretrainedCfg, img_size: int | None = None) -> DataConfig:
-        # whole images at native resolution (584 x 565): the model's intensity preset only; the
+        # whole images at the task's size (native for DRIVE): the model's intensity preset only; the
         # harness trains on random crops of img_size and predicts whole (padded) images
-        in_chans = cfg.in_chans
-        return resolve_data_config(cfg, input_size=(in_chans, 584, 565))
+        return resolve_data_config(cfg, input_size=(cfg.in_chans, *self.native_size()))
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    """An ``(H, W[, 3])`` uint8 image or bool mask at ``size`` (unchanged when it already is)."""
+    if a.shape[:2] == size:
+        return a
+    from PIL import Image
+
+    im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+    out = np.asarray(im.resize((size[1], size[0]), Image.NEAREST if nearest else Image.BILINEAR))
+    return out > 127 if a.dtype == bool else out
 
 
 TASKS: dict[str, Task] = {

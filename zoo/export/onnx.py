@@ -311,8 +311,9 @@ def _volume_cubes(path: Path, cfg: PretrainedCfg, input_size: tuple[int, ...], n
         raise ExportError(f"{path} is not a 3D volume (shape {volume.shape})")
     transform = create_transform(resolve_data_config(cfg, input_size=input_size))
     target = cfg.voxel_spacing or spacing
-    block = [min(v, max(1, round(c * t / s))) for v, c, t, s in zip(volume.shape, input_size[1:], target, spacing,
-                                                                    strict=True)]
+    # blocks that resample to at most input_size (the transform pads, it never crops)
+    block = [min(v, int((c - 1) * t / s) + 1) for v, c, t, s in zip(volume.shape, input_size[1:], target, spacing,
+                                                                      strict=True)]
     starts = [sorted({int(round(x)) for x in np.linspace(0, v - b, 5)}) for v, b in zip(volume.shape, block,
                                                                                           strict=True)]
     cubes = [
