@@ -12,20 +12,22 @@ Eval, export, pretraining and publishing read it instead of resolving again.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from ..hub import ResolvedWeights, is_hub_name, record_checkpoint, resolve_hub_model, resolve_weights_record
 from ..meta.cfg import PretrainedCfg
-from ..meta.registry import get_model_entrypoint, get_pretrained_cfg
+from ..meta.registry import get_model_entrypoint, get_pretrained_cfg, is_model
 
 __all__ = [
     "CheckpointError",
@@ -33,7 +35,12 @@ __all__ = [
     "build_model_with_cfg",
     "load_checkpoint",
     "load_state_dict_file",
+    "read_file_metadata",
     "adapt_input_conv",
+    "check_state_dict",
+    "check_cfg_modules",
+    "check_arch_kwargs",
+    "CHECK_WEIGHTS_ENV",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -122,11 +129,11 @@ def build_model_with_cfg(
         # a missing or unreadable file gets load_checkpoint's error; a readable one is hashed once
         source = record_checkpoint(path) if path.is_file() else None
         if source is None:
-            load_checkpoint(model, path, cfg, filter_fn=filter_fn)
+            load_checkpoint(model, path, cfg, filter_fn=filter_fn, arch_kwargs=model_kwargs)
     elif pretrained:
         source = resolve_weights_record(cfg)
     if source is not None:
-        load_checkpoint(model, source.path, cfg, filter_fn=filter_fn)
+        load_checkpoint(model, source.path, cfg, filter_fn=filter_fn, arch_kwargs=model_kwargs)
     # record every architecture argument, so that zoo.save_for_hf can rebuild exactly this model
     arch_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("num_classes", "in_chans")}
     model.pretrained_cfg = cfg.replace(in_chans=model_kwargs["in_chans"], arch_kwargs=arch_kwargs,
@@ -145,8 +152,28 @@ def build_model_with_cfg(
     return model
 
 
+# --- reading and checking checkpoint files ------------------------------------------------------------
+CHECK_WEIGHTS_ENV = "ZOO_CHECK_WEIGHTS"
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_NON_STRUCTURAL = ("drop_rate", "drop_path_rate")  # arch kwargs that change no weight and no output in eval
+_WARNED_HEADS: set[str] = set()
+
+
+def _shorten(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+def read_file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` map of a safetensors file (empty when it has none or cannot be read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - metadata is advisory; load_state_dict_file reports unreadable files
+        return {}
+
+
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (pickles, truncated files) raises :class:`CheckpointError`."""
+    """Read a safetensors file; anything else (pickles, truncated or malformed files) raises :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -156,21 +183,179 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"`zoo convert --from <layout> {path} -o {path.with_suffix('.safetensors').name}`"
         )
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
+        return load_file(str(path))  # safetensors validates the header (sizes, offsets, dtypes) itself
+    except BaseException as err:  # a Rust panic surfaces as PanicException, a BaseException
+        if isinstance(err, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        reason = str(err) if isinstance(err, (SafetensorError, OSError, ValueError)) else f"{type(err).__name__}: {err}"
         raise CheckpointError(
-            f"{path} is not a readable safetensors file ({err}). It may be truncated or corrupted: "
+            f"{path} is not a readable safetensors file ({reason[:300]}). It may be truncated or corrupted: "
             f"download or convert it again."
-        ) from err
+        ) from None
+
+
+def _values_checked(check_values: bool | None) -> bool:
+    if check_values is not None:
+        return check_values
+    return os.environ.get(CHECK_WEIGHTS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def check_state_dict(
+    state_dict: Mapping[str, Any],
+    target: Mapping[str, torch.Tensor] | None = None,
+    *,
+    where: str = "the checkpoint",
+) -> None:
+    """Raise :class:`CheckpointError` unless every tensor's values can be weights.
+
+    Checks: floating tensors (float32 / float16 / bfloat16 / float64) where the model has floats (without
+    ``target``: everywhere but BatchNorm's integer ``num_batches_tracked``); integer tensors where it has
+    integers; every value finite; BatchNorm ``running_var`` >= 0. The error names the tensors (shortened
+    lists) and the fix. ``zoo convert`` and the loader share this function.
+    """
+    dtype_bad: list[str] = []
+    nonfinite: list[str] = []
+    negative: list[str] = []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            dtype_bad.append(f"{key} ({type(value).__name__}, not a tensor)")
+            continue
+        ref = target.get(key) if target is not None else None
+        want_float = ref.is_floating_point() if ref is not None else not key.endswith("num_batches_tracked")
+        if not want_float:
+            if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+                dtype_bad.append(f"{key} ({str(value.dtype).removeprefix('torch.')}, integers expected)")
+            continue
+        if value.dtype not in _FLOAT_DTYPES:
+            dtype_bad.append(f"{key} ({str(value.dtype).removeprefix('torch.')}, floats expected)")
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            nonfinite.append(f"{key} ({int((~finite).sum())} of {value.numel()})")
+        elif key.endswith("running_var") and bool((value < 0).any()):
+            negative.append(f"{key} (min {float(value.min()):.3g})")
+    parts = [f"{label}: {_shorten(items)}" for label, items in (
+        ("wrong dtype", dtype_bad), ("NaN or Inf values", nonfinite), ("negative BatchNorm running_var", negative),
+    ) if items]
+    if parts:
+        raise CheckpointError(
+            f"{where} holds tensors that are not usable weights:\n  " + "\n  ".join(parts)
+            + "\nThe file is corrupted or was saved from a broken run: download, convert or export it again. "
+            f"To load it anyway, set {CHECK_WEIGHTS_ENV}=0 (or pass check_values=False to "
+            f"zoo.models.builder.load_checkpoint)."
+        )
+
+
+def _last_param_module(model: nn.Module) -> str | None:
+    last = None
+    for name, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            last = name
+    return last
+
+
+def check_cfg_modules(model: nn.Module, cfg: PretrainedCfg) -> None:
+    """Raise :class:`CheckpointError` unless ``cfg.classifier`` / ``cfg.first_conv`` are the model's head / stem.
+
+    The classifier must be the model's output layer (its last module with parameters, or a parameter-free
+    placeholder such as ``nn.Identity`` for ``num_classes=0``); the first convolution must be a convolution
+    taking the model's input channels. A config naming another module would let the loader leave that
+    module random or adapt the wrong weight.
+    """
+    where = f"{cfg.name or type(model).__name__}: pretrained config field"
+    try:
+        head = model.get_submodule(cfg.classifier)
+    except AttributeError:
+        raise CheckpointError(f"{where} 'classifier' = {cfg.classifier!r} is not a module of "
+                              f"{type(model).__name__}. Fix the config (e.g. config.json) to name its head.") from None
+    has_params = any(True for _ in head.parameters(recurse=False))
+    last = _last_param_module(model)
+    if (has_params and cfg.classifier != last) or (not has_params and any(True for _ in head.parameters())):
+        raise CheckpointError(f"{where} 'classifier' = {cfg.classifier!r} is not the output layer of "
+                              f"{type(model).__name__} (that is {last!r}). Fix the config (e.g. config.json).")
+    try:
+        conv = model.get_submodule(cfg.first_conv)
+    except AttributeError:
+        raise CheckpointError(f"{where} 'first_conv' = {cfg.first_conv!r} is not a module of "
+                              f"{type(model).__name__}. Fix the config (e.g. config.json).") from None
+    in_chans = getattr(model, "in_chans", None)
+    if not isinstance(conv, nn.modules.conv._ConvNd) or (in_chans is not None and conv.in_channels != in_chans):
+        raise CheckpointError(f"{where} 'first_conv' = {cfg.first_conv!r} is not the first convolution of "
+                              f"{type(model).__name__} (a convolution over its {in_chans} input channels). "
+                              f"Fix the config (e.g. config.json).")
+
+
+def _file_arch_kwargs(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The architecture arguments a zoo-written file records (``zoo convert``: a diff to its registry entry)."""
+    try:
+        recorded = json.loads(meta["arch_kwargs"]) if "arch_kwargs" in meta else None
+        if recorded is None and "zoo" in meta:
+            recorded = json.loads(meta["zoo"]).get("arch_kwargs")
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    base: dict[str, Any] = {}
+    name = meta.get("name")
+    if isinstance(name, str) and is_model(name):
+        base = dict(get_pretrained_cfg(name).arch_kwargs)
+    return {**base, **recorded}
+
+
+def check_arch_kwargs(
+    model: nn.Module, meta: Mapping[str, str], arch_kwargs: Mapping[str, Any] | None, where: str
+) -> None:
+    """Raise :class:`CheckpointError` when the file's recorded arch kwargs contradict the model's.
+
+    Some variants have the same keys and shapes (PCRL 3D with ``norm='gn'`` vs ``'in'``), so only the
+    metadata tells them apart. Keys the model's class does not take are ignored.
+    """
+    recorded = _file_arch_kwargs(meta)
+    if not recorded:
+        return
+    params = inspect.signature(type(model).__init__).parameters
+    clashes = []
+    for key, value in recorded.items():
+        if key in _NON_STRUCTURAL or key in ("num_classes", "in_chans") or key not in params:
+            continue
+        if arch_kwargs is not None and key in arch_kwargs:
+            actual = arch_kwargs[key]
+        elif params[key].default is not inspect.Parameter.empty:
+            actual = params[key].default
+        else:
+            continue
+        if isinstance(actual, tuple):
+            actual = list(actual)
+        if actual != value:
+            clashes.append(f"{key}={value!r} (model: {actual!r})")
+    if clashes:
+        fix = ", ".join(c.split(" (")[0] for c in clashes)
+        raise CheckpointError(
+            f"{where} was made for other architecture arguments: {', '.join(clashes)}. The keys match, the "
+            f"outputs would not. Create the model with {fix}."
+        )
 
 
 def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     """Adapt a first-conv weight ``(O, I, *k)`` (2D or 3D) to ``in_chans`` input channels.
 
     N -> 1 sums the input channels; I -> N repeats them cyclically and rescales by I / N, so the
-    response to a constant image is preserved (timm's rule, for any kernel rank).
+    response to a constant image is preserved (timm's rule, for any kernel rank). A weight that is not a
+    convolution's (fewer than 3 dimensions, no input channels) raises :class:`CheckpointError`.
     """
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+    if weight.ndim < 3:
+        raise CheckpointError(
+            f"the first-convolution weight has shape {tuple(weight.shape)}, not (out, in, *kernel): it is not a "
+            f"convolution's weight. Check first_conv in the pretrained config, or convert the file again."
+        )
     src = weight.shape[1]
+    if src == 0 or weight.shape[0] == 0:
+        raise CheckpointError(
+            f"the first-convolution weight has shape {tuple(weight.shape)}: no input or output channels to adapt "
+            f"from. The file is corrupted: download or convert it again."
+        )
     if in_chans == src:
         return weight
     dtype = weight.dtype
@@ -183,28 +368,55 @@ def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     return out.to(dtype)
 
 
+def _warn_random_head(cfg: PretrainedCfg, keys: list[str]) -> None:
+    """Say once per process and name that a pretrained model's head is random."""
+    msg = ("%s: the classifier head (%s) is randomly initialised: the checkpoint has no head for this "
+           "num_classes, so the logits are not predictions. Train the head first, e.g. with a linear probe or "
+           "fine-tuning (`zoo eval NAME --protocol linear|finetune`; see README, 'Evaluation'), or use "
+           "num_classes=0 for features.")
+    if cfg.name in _WARNED_HEADS:
+        _logger.info(msg, cfg.name, ", ".join(keys))
+        return
+    _WARNED_HEADS.add(cfg.name)
+    _logger.warning(msg, cfg.name, ", ".join(keys))
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | os.PathLike[str],
     cfg: PretrainedCfg,
     filter_fn: FilterFn | None = None,
+    *,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    check_values: bool | None = None,
 ) -> None:
     """Strictly load a safetensors checkpoint into ``model``.
 
-    Only the classifier head (``cfg.classifier``) may be left out, and only when the model's head does
-    not match the checkpoint's (a different ``num_classes``); every other missing, unexpected or
-    wrongly shaped key raises :class:`CheckpointError` naming them. Nothing is loaded on error.
+    Only the classifier head (``cfg.classifier``) may be left out, and only as a whole and when the model's
+    head does not match the checkpoint's (a different ``num_classes``); every other missing, unexpected or
+    wrongly shaped key raises :class:`CheckpointError` naming them. Values are checked too
+    (:func:`check_state_dict`; ``check_values=False`` or ``ZOO_CHECK_WEIGHTS=0`` turns that off), as are the
+    file's recorded ``arch_kwargs`` against the model's (``arch_kwargs``: the arguments it was built with).
+    Nothing is loaded on error.
     """
+    name = Path(path).name
+    check_cfg_modules(model, cfg)
     state_dict = load_state_dict_file(path)
+    check_arch_kwargs(model, read_file_metadata(path), arch_kwargs, name)
     if filter_fn is not None:
         before = len(state_dict)
         state_dict = filter_fn(state_dict, model)
         if len(state_dict) != before:
-            _logger.info("%s: family filter kept %d of %d tensors", Path(path).name, len(state_dict), before)
+            _logger.info("%s: family filter kept %d of %d tensors", name, len(state_dict), before)
     target = model.state_dict()
+    if _values_checked(check_values):
+        check_state_dict(state_dict, target, where=name)
 
     conv_key = f"{cfg.first_conv}.weight"
     if conv_key in state_dict and conv_key in target:
+        if state_dict[conv_key].ndim != target[conv_key].ndim:
+            raise CheckpointError(f"{name}: {conv_key} has shape {tuple(state_dict[conv_key].shape)}, the model's "
+                                  f"{tuple(target[conv_key].shape)}. Check the model name and arch kwargs.")
         src_c, dst_c = state_dict[conv_key].shape[1], target[conv_key].shape[1]
         if src_c != dst_c:
             _logger.info("adapting %s from %d to %d input channels", conv_key, src_c, dst_c)
@@ -215,11 +427,28 @@ def load_checkpoint(
         k for k, v in state_dict.items()
         if k.startswith(head) and (k not in target or target[k].shape != v.shape)
     ]
+    model_classes = getattr(model, "num_classes", None)
+    if dropped and cfg.num_classes and model_classes == cfg.num_classes and all(k in target for k in dropped):
+        shapes = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in dropped)
+        raise CheckpointError(
+            f"{name}: the pretrained config says num_classes={cfg.num_classes}, but the file's head does not fit "
+            f"it ({shapes}; the model's: {', '.join(str(tuple(target[k].shape)) for k in dropped)}). Fix "
+            f"num_classes in the config (e.g. config.json), or pass num_classes=... to train a new head."
+        )
     for k in dropped:
         del state_dict[k]
     if dropped:
         _logger.info("dropped the checkpoint's classifier head (%s): it does not match the model's",
                      ", ".join(dropped))
+    head_target = [k for k in target if k.startswith(head)]
+    head_loaded = [k for k in head_target if k in state_dict]
+    if head_loaded and len(head_loaded) != len(head_target):
+        absent = [k for k in head_target if k not in state_dict]
+        raise CheckpointError(
+            f"{name}: the classifier head is incomplete: it has {', '.join(head_loaded)} but not "
+            f"{', '.join(absent)}, which would stay random. Export the whole head, or drop it from the file "
+            f"to train a new one."
+        )
 
     missing = [k for k in target if k not in state_dict and not k.startswith(head)]
     unexpected = [k for k in state_dict if k not in target]
@@ -228,17 +457,14 @@ def load_checkpoint(
         for k, v in state_dict.items() if k in target and target[k].shape != v.shape
     ]
     if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{label} keys: {shown}")
+        parts = [f"{label} keys: {_shorten(keys)}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise CheckpointError(
-            f"{Path(path).name} does not fit {type(model).__name__} ({cfg.name}):\n  "
+            f"{name} does not fit {type(model).__name__} ({cfg.name}):\n  "
             + "\n  ".join(parts)
             + "\nCheck the model name and arch kwargs, or convert the file with `zoo convert`."
         )
     head_missing = [k for k in target if k not in state_dict]
     if head_missing:
-        _logger.info("classifier head (%s) left at its random initialisation", ", ".join(head_missing))
+        _warn_random_head(cfg, head_missing)
     model.load_state_dict(state_dict, strict=False)
