@@ -22,7 +22,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..meta.registry import register_model
-from ._contract import check_input
+from ._contract import check_input, model_dtype
 from .builder import build_model_with_cfg
 
 __all__ = ["BatchStatsNorm3d", "UNet3DEncoder", "UNet3D", "NORMS", "unet3d", "unet3d_seg", "unet3d_small", "unet3d_small_seg"]
@@ -132,7 +132,15 @@ class _UNet3DBase(nn.Module):
         ]
 
     def _encode(self, x: torch.Tensor, last: int = 3) -> list[torch.Tensor]:
-        check_input(x, self.in_chans, 3, type(self).__name__, multiple=self.multiple)
+        # batch statistics (also in eval for batch_stats_bn; in training for bn): one NaN voxel in one sample
+        # would turn every sample of the batch into NaN
+        batch_stats = self.norm == "batch_stats_bn" or (self.norm == "bn" and self.training)
+        check_input(
+            x, self.in_chans, 3, type(self).__name__, multiple=self.multiple, dtype=model_dtype(self),
+            min_size=2**last,
+            finite_reason=("its BatchNorm normalises with the statistics of the whole batch, so one non-finite "
+                           "voxel would make every sample's output NaN.") if batch_stats else None,
+        )
         feats = []
         for i, name in enumerate(_ENCODER[: last + 1]):
             if i:
