@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..meta.cfg import PretrainedCfg
+from ..meta.cfg import PretrainedCfg, cfg_from_config_dict
 from .integrity import verify_file
 from .paths import _COMMIT, CONFIG_NAME, HUB_PREFIXES, WEIGHTS_NAME, WeightsNotFoundError
 from .resolve import ResolvedWeights, resolve_weights, resolve_weights_record
@@ -37,7 +37,7 @@ def parse_hub_name(name: str) -> tuple[str, str, str | None]:
 def _read_config(path: Path, where: str) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise ValueError(f"{where}: cannot read {path} ({err}). Download it again: `zoo download --force {where}`") from err
     if not isinstance(config, dict):
         raise ValueError(f"{where}: {path} is not a JSON object")
@@ -50,11 +50,7 @@ def _cfg_from_config(config: dict[str, Any], where: str) -> PretrainedCfg:
         arch = config.get("architecture")
         hint = f" It describes a timm model ({arch}): load it with timm.create_model('{where}')." if arch else ""
         raise ValueError(f"{where}: config.json has no 'zoo' block, so it was not written by zoo.save_for_hf.{hint}")
-    try:
-        return PretrainedCfg.from_dict(block["pretrained_cfg"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: the zoo block of config.json does not fit this zoo version ({err}). "
-                         f"Upgrade zoo (`pip install -U medzoo`).") from err
+    return cfg_from_config_dict(block["pretrained_cfg"], f"{where}: config.json", require_sha256=True)
 
 
 def _snapshot_commit(path: Path) -> str | None:

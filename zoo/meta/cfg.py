@@ -9,6 +9,7 @@ the model expects as input, how the weights were made, under which licences, and
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,9 @@ __all__ = [
     "Intensity",
     "PretrainedCfg",
     "validate_cfg",
+    "PretrainedCfgError",
+    "cfg_from_config_dict",
+    "MAX_CONFIG_DEPTH",
     "SPATIAL_DIMS",
     "INTENSITY_KINDS",
     "IMAGENET_MEAN",
@@ -253,3 +257,213 @@ def validate_cfg(cfg: PretrainedCfg) -> list[str]:
         need(not cfg.verified, "an entry without weights cannot be verified")
         need(cfg.sha256 is None, "an entry without a weight source cannot carry a sha256")
     return problems
+
+
+# --- validating a pretrained config read from JSON (config.json of hf-hub: / local-dir: names) ----------
+MAX_CONFIG_DEPTH = 8  # nesting allowed inside arch_kwargs / metrics
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+_STR_FIELDS = ("architecture", "tag", "hf_hub_filename", "classifier", "first_conv", "interpolation", "method",
+               "pretrain_data", "modality", "license_code", "license_weights", "license_data", "paper", "origin",
+               "convert_from", "command", "notes")
+_OPT_STR_FIELDS = ("file", "hf_hub_id", "hf_hub_revision", "url", "sha256")
+_INTENSITY_FIELDS = ("kind", "mean", "std", "hu_min", "hu_max")
+
+
+class PretrainedCfgError(ValueError):
+    """A pretrained config (e.g. the ``zoo`` block of config.json) is malformed; names the field and the fix."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of lists / dicts (iterative, stops counting past ``limit``)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d + 1)
+            if deepest > limit:
+                return deepest
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _json_like(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif not (v is None or isinstance(v, (str, int, bool))):
+            return False
+    return True
+
+
+def cfg_from_config_dict(data: Any, where: str = "config.json", *, require_sha256: bool = False) -> PretrainedCfg:
+    """Check every field of a JSON pretrained config (type, range, nesting) and build the :class:`PretrainedCfg`.
+
+    Raises :class:`PretrainedCfgError` (a ``ValueError``) naming the field, e.g. ``pretrained_cfg.in_chans must
+    be an int >= 1, got '3'``; nothing else, whatever the input. ``require_sha256``: the weights it describes
+    must be checkable (a 64-hex ``sha256``). Whether ``classifier`` / ``first_conv`` name the right modules is
+    checked when the model exists (:func:`zoo.models.builder.check_cfg_modules`).
+    """
+    fix = "Write the config again with zoo.save_for_hf (or fix the field by hand)."
+
+    def fail(field_name: str, problem: str) -> PretrainedCfgError:
+        return PretrainedCfgError(f"{where}: pretrained_cfg.{field_name} {problem}. {fix}")
+
+    if not isinstance(data, dict):
+        raise PretrainedCfgError(f"{where}: pretrained_cfg must be a JSON object, got {type(data).__name__}. {fix}")
+    known = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise PretrainedCfgError(f"{where}: unknown pretrained_cfg fields {unknown[:8]}: the config was written by "
+                                 f"another zoo version. Upgrade zoo (`pip install -U medzoo`) or remove them.")
+    d = dict(data)
+    for name in _STR_FIELDS:
+        if name in d and not isinstance(d[name], str):
+            raise fail(name, f"must be a string, got {type(d[name]).__name__}")
+    for name in _OPT_STR_FIELDS:
+        if name in d and d[name] is not None and not isinstance(d[name], str):
+            raise fail(name, f"must be a string or null, got {type(d[name]).__name__}")
+    if not d.get("architecture"):
+        raise fail("architecture", "is missing or empty")
+    for name in ("classifier", "first_conv"):
+        if name in d and not _MODULE_PATH.match(d[name]):
+            raise fail(name, f"must be a dotted module name such as 'fc' or 'head.fc', got {d[name]!r}")
+    sha = d.get("sha256")
+    if sha is not None and not _SHA256.match(sha):
+        raise fail("sha256", f"must be 64 lowercase hex digits, got {sha[:80]!r}")
+    if require_sha256 and sha is None:
+        raise fail("sha256", "is missing or null, so the weights cannot be verified")
+    rev = d.get("hf_hub_revision")
+    if rev is not None and not _REVISION.match(rev):
+        raise fail("hf_hub_revision", f"must be a full 40-hex commit hash, got {rev[:80]!r}")
+    if "file_size" in d and d["file_size"] is not None and not (_is_int(d["file_size"]) and d["file_size"] > 0):
+        raise fail("file_size", f"must be an int > 0 or null, got {d['file_size']!r:.80}")
+    if "num_classes" in d and not (_is_int(d["num_classes"]) and 0 <= d["num_classes"] <= 1_000_000):
+        raise fail("num_classes", f"must be an int in [0, 1000000], got {d['num_classes']!r:.80}")
+    if "in_chans" in d and not (_is_int(d["in_chans"]) and 1 <= d["in_chans"] <= 4096):
+        raise fail("in_chans", f"must be an int in [1, 4096], got {d['in_chans']!r:.80}")
+    spatial = d.get("spatial_dims", 2)
+    if not (_is_int(spatial) and spatial in SPATIAL_DIMS):
+        raise fail("spatial_dims", f"must be 2 or 3, got {spatial!r:.80}")
+    in_chans = d.get("in_chans", 3)
+    if "input_size" in d:
+        size = d["input_size"]
+        if not (isinstance(size, list) and len(size) == spatial + 1 and all(_is_int(v) and v > 0 for v in size)):
+            raise fail("input_size", f"must be {spatial + 1} positive ints (C + spatial), got {size!r:.80}")
+        if size[0] != in_chans:
+            raise fail("input_size", f"starts with {size[0]} channels, but in_chans is {in_chans}")
+        d["input_size"] = tuple(size)
+    elif spatial != 2 or in_chans != 3:
+        raise fail("input_size", "is missing (needed unless the model takes 3 x H x W)")
+    spacing = d.get("voxel_spacing")
+    if spacing is not None:
+        if not (isinstance(spacing, list) and len(spacing) == 3 and all(_is_num(v) and v > 0 for v in spacing)):
+            raise fail("voxel_spacing", f"must be null or 3 positive numbers (mm), got {spacing!r:.80}")
+        d["voxel_spacing"] = tuple(float(v) for v in spacing)
+    if "crop_pct" in d and not (_is_num(d["crop_pct"]) and 0 < d["crop_pct"] <= 1):
+        raise fail("crop_pct", f"must be a number in (0, 1], got {d['crop_pct']!r:.80}")
+    if "verified" in d and not isinstance(d["verified"], bool):
+        raise fail("verified", f"must be true or false, got {d['verified']!r:.80}")
+    for name in ("arch_kwargs", "metrics"):
+        if name not in d:
+            continue
+        value = d[name]
+        if not isinstance(value, dict):
+            raise fail(name, f"must be a JSON object, got {type(value).__name__}")
+        if _depth(value, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+            raise fail(name, f"is nested deeper than {MAX_CONFIG_DEPTH} levels")
+        if not _json_like(value):
+            raise fail(name, "holds values that are not JSON (non-string keys, NaN / Inf, objects)")
+    if name_bad := [k for k in d.get("arch_kwargs", {}) if not k.isidentifier()]:
+        raise fail("arch_kwargs", f"has keys that are not argument names: {name_bad[:8]}")
+    _check_arch_kwargs(d["architecture"], d.get("arch_kwargs", {}), fail)
+    if "intensity" in d:
+        d["intensity"] = _intensity(d["intensity"], in_chans, fail)
+    try:
+        cfg = PretrainedCfg(**d)
+    except (TypeError, ValueError) as err:  # pragma: no cover - every field is checked above
+        raise PretrainedCfgError(f"{where}: pretrained_cfg does not fit ({err}). {fix}") from None
+    return cfg
+
+
+def _intensity(value: Any, in_chans: Any, fail: Any) -> Intensity:
+    if not isinstance(value, dict):
+        raise fail("intensity", f"must be a JSON object, got {type(value).__name__}")
+    unknown = sorted(str(k) for k in value if k not in _INTENSITY_FIELDS)
+    if unknown:
+        raise fail("intensity", f"has unknown fields {unknown[:8]}")
+    kind = value.get("kind", "mean_std")
+    if kind not in INTENSITY_KINDS:
+        raise fail("intensity.kind", f"must be one of {INTENSITY_KINDS}, got {kind!r:.80}")
+    out: dict[str, Any] = {"kind": kind}
+    for key in ("mean", "std"):
+        v = value.get(key, list(IMAGENET_MEAN if key == "mean" else IMAGENET_STD))
+        if v is None:
+            if kind == "mean_std":
+                raise fail(f"intensity.{key}", "is needed for kind 'mean_std'")
+            out[key] = None
+            continue
+        if not (isinstance(v, list) and all(_is_num(x) for x in v)):
+            raise fail(f"intensity.{key}", f"must be a list of numbers, got {v!r:.80}")
+        if kind == "mean_std" and len(v) != in_chans:
+            raise fail(f"intensity.{key}", f"has {len(v)} values for {in_chans} input channels")
+        if key == "std" and any(x <= 0 for x in v):
+            raise fail("intensity.std", f"must be > 0, got {v!r:.80}")
+        out[key] = tuple(float(x) for x in v)
+    for key in ("hu_min", "hu_max"):
+        v = value.get(key)
+        if v is not None and not _is_num(v):
+            raise fail(f"intensity.{key}", f"must be a number or null, got {v!r:.80}")
+        out[key] = v
+    if kind == "hu_window" and not (out["hu_min"] is not None and out["hu_max"] is not None
+                                    and out["hu_min"] < out["hu_max"]):
+        raise fail("intensity", "kind 'hu_window' needs hu_min < hu_max")
+    return Intensity(**out)
+
+
+def _json_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number" if isinstance(v, float) else "int"
+    return {str: "string", list: "list", tuple: "list", dict: "object"}.get(type(v), "null" if v is None else "other")
+
+
+def _check_arch_kwargs(architecture: str, arch_kwargs: dict[str, Any], fail: Any) -> None:
+    """The architecture must be zoo's; arch kwargs it registers must keep their JSON type (ints stay > 0)."""
+    from .registry import (  # same layer; the registry imports this module
+        UnknownModelError,
+        get_pretrained_cfg,
+    )
+
+    if "." in architecture:
+        raise fail("architecture", f"must be an architecture without a tag, got {architecture[:80]!r}")
+    try:
+        base = get_pretrained_cfg(architecture)
+    except (UnknownModelError, KeyError, ValueError):
+        raise fail("architecture", f"{architecture[:80]!r} is not a zoo architecture (see `zoo list`)") from None
+    for key, ref in base.arch_kwargs.items():
+        if key not in arch_kwargs or ref is None:
+            continue
+        value = arch_kwargs[key]
+        want, got = _json_type(ref), _json_type(value)
+        if not (want == got or (want == "number" and got == "int")):
+            raise fail(f"arch_kwargs.{key}", f"must be a {want} like {ref!r}, got {value!r:.80}")
+        if want == "int" and value <= 0:
+            raise fail(f"arch_kwargs.{key}", f"must be > 0, got {value}")
