@@ -30,6 +30,11 @@ def _autocast_on(x: torch.Tensor) -> bool:
         return False
 
 
+def _tracing() -> bool:
+    """True while torch.export / dynamo / TorchScript trace the model (no data-dependent checks then)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def check_input(
     x: torch.Tensor,
     in_chans: int,
@@ -82,7 +87,7 @@ def check_input(
             f"{model} needs every spatial size divisible by {multiple}, got {tuple(x.shape[2:])}. "
             f"Pad or crop the input."
         )
-    if finite_reason is not None and not bool(torch.isfinite(x).all()):
+    if finite_reason is not None and not _tracing() and not bool(torch.isfinite(x).all()):
         bad = [i for i in range(x.shape[0]) if not bool(torch.isfinite(x[i]).all())]
         raise ModelInputError(
             f"{model} got NaN or Inf values (in sample(s) {bad[:8]}{' ...' if len(bad) > 8 else ''}); "
