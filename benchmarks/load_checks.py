@@ -4,7 +4,7 @@ Random weights, 1 thread, process time, median of ``--runs``; the same state dic
 float16 (zoo ships float16 files). ``--end-to-end``: warm ``create_model(name, pretrained=True)`` from a
 mirror file in fresh processes, ``ZOO_CHECK_WEIGHTS=1`` vs ``0``, interleaved, medians.
 
-    python benchmarks/load_checks.py [--runs 9] [--models pcrl_resnet18 mocov2_resnet50] [--end-to-end]
+    python benchmarks/load_checks.py [--runs 9] [--models resnet18 resnet50] [--end-to-end]
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--models", nargs="+", default=["pcrl_resnet18", "mocov2_resnet50"])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--end-to-end", action="store_true")
     args = parser.parse_args()
     if args.end_to_end:

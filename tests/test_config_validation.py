@@ -30,7 +30,7 @@ JSON = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=12,
 )
-BASE = json.loads(json.dumps(get_pretrained_cfg("pcrl_unet3d_small.ct32").to_dict()))
+BASE = json.loads(json.dumps(get_pretrained_cfg("unet3d_small.pcrl_ct32").to_dict()))
 FIELDS = sorted(BASE) + ["unknown_field"]
 
 
@@ -60,7 +60,7 @@ def test_every_registered_cfg_reads_back() -> None:
     ("file_size", 0, "file_size must be an int > 0"),
     ("verified", "yes", "verified must be true or false"),
     ("architecture", "no_such_net", "'no_such_net' is not a zoo architecture"),
-    ("architecture", "pcrl_unet3d_small.ct32", "without a tag"),
+    ("architecture", "unet3d_small.pcrl_ct32", "without a tag"),
     ("arch_kwargs", [], "arch_kwargs must be a JSON object"),
     ("arch_kwargs", {"width": "16"}, "arch_kwargs.width must be a int like 16"),
     ("arch_kwargs", {"width": 0}, "arch_kwargs.width must be > 0"),

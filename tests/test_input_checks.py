@@ -11,12 +11,12 @@ from zoo.models._contract import ModelInputError, check_input
 
 @pytest.fixture(scope="module")
 def resnet() -> torch.nn.Module:
-    return zoo.create_model("pcrl_resnet18").eval()
+    return zoo.create_model("resnet18").eval()
 
 
 @pytest.fixture(scope="module")
 def genesis() -> torch.nn.Module:
-    return zoo.create_model("genesis_unet3d_small").eval()  # norm='batch_stats_bn': batch statistics in eval
+    return zoo.create_model("unet3d_small.genesis_ct32").eval()  # norm='batch_stats_bn': batch statistics in eval
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
@@ -29,7 +29,7 @@ def test_other_float_dtypes_are_refused_with_the_cast(resnet: torch.nn.Module, g
 
 def test_matching_dtypes_and_autocast_pass(resnet: torch.nn.Module) -> None:
     with torch.no_grad():
-        assert zoo.create_model("pcrl_resnet18").double().eval()(torch.zeros(1, 3, 32, 32, dtype=torch.float64)).dtype \
+        assert zoo.create_model("resnet18").double().eval()(torch.zeros(1, 3, 32, 32, dtype=torch.float64)).dtype \
             == torch.float64
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert resnet(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
@@ -42,7 +42,7 @@ def test_cubes_too_small_for_the_encoder_poolings(genesis: torch.nn.Module, shap
 
 
 def test_shallow_feature_levels_accept_smaller_cubes() -> None:
-    feats = zoo.create_model("pcrl_unet3d_small", features_only=True, out_indices=(0, 1)).eval()
+    feats = zoo.create_model("unet3d_small", features_only=True, out_indices=(0, 1)).eval()
     with torch.no_grad():
         assert [f.shape[-1] for f in feats(torch.zeros(1, 1, 2, 2, 2))] == [2, 1]
     with pytest.raises(ModelInputError, match="spatial size >= 2"):
@@ -50,7 +50,7 @@ def test_shallow_feature_levels_accept_smaller_cubes() -> None:
 
 
 def test_segmentation_unet_refuses_empty_volumes() -> None:
-    seg = zoo.create_model("pcrl_unet3d_small_seg").eval()
+    seg = zoo.create_model("unet3d_small_seg").eval()
     with pytest.raises(ModelInputError, match="spatial size >= 8"):
         seg(torch.zeros(1, 1, 0, 8, 8))
 
@@ -67,7 +67,7 @@ def test_batch_statistics_models_refuse_non_finite_voxels(genesis: torch.nn.Modu
 
 def test_running_statistics_models_keep_non_finite_per_sample() -> None:
     """With running statistics (eval, norm='bn') a NaN stays in its own sample: no refusal needed."""
-    model = zoo.create_model("pcrl_unet3d_small").eval()
+    model = zoo.create_model("unet3d_small").eval()
     x = torch.rand(2, 1, 16, 16, 16)
     x[1, 0, 0, 0, 0] = float("nan")
     with torch.no_grad():

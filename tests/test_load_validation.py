@@ -17,7 +17,7 @@ from zoo.convert import ConvertError, convert_checkpoint
 from zoo.models import builder
 from zoo.models.builder import CheckpointError, adapt_input_conv, check_cfg_modules, check_state_dict
 
-SMALL = "pcrl_resnet18"
+SMALL = "resnet18"
 Edit = Callable[[dict[str, torch.Tensor]], None]
 
 
@@ -111,7 +111,7 @@ def _opt(**kwargs) -> argparse.Namespace:
 
 
 def test_convert_refuses_non_finite_weights(tmp_path: Path) -> None:
-    sd = zoo.create_model("pcrlv2_resnet18").state_dict()
+    sd = zoo.create_model("resnet18").state_dict()
     sd["layer3.0.conv2.weight"][0, 0, 0, 0] = float("inf")
     src = tmp_path / "simance_multi_crop_chest_pretask_1.0_240.pt"
     torch.save({"opt": _opt(), "state_dict": sd, "epoch": 240}, src)
@@ -146,19 +146,19 @@ def test_random_head_warns_once_per_name(register_weights, caplog: pytest.LogCap
 # --- architecture arguments recorded in the file ---------------------------------------------------
 @pytest.mark.parametrize(("made", "built"), [("gn", "in"), ("in", "gn")])
 def test_norm_recorded_in_the_file_must_match(tmp_path: Path, made: str, built: str) -> None:
-    arch = "pcrl_unet3d_small_seg"
+    arch = "unet3d_small_seg"
     meta = {"format": "pt", "name": arch, "arch_kwargs": json.dumps({"norm": made})}  # as `zoo convert` writes
     path = _file(tmp_path, arch=arch, metadata=meta, norm=made)
     with pytest.raises(CheckpointError, match=f"norm='{made}' \\(model: '{built}'\\).*Create the model with norm='{made}'"):
         zoo.create_model(arch, checkpoint_path=path, norm=built)
     with pytest.raises(CheckpointError, match="norm="):
-        zoo.create_model("pcrl_unet3d_small", checkpoint_path=path, norm=built)  # the encoder too
+        zoo.create_model("unet3d_small", checkpoint_path=path, norm=built)  # the encoder too
     zoo.create_model(arch, checkpoint_path=path, norm=made)
 
 
 def test_registry_arch_kwargs_of_the_recorded_name_count(tmp_path: Path) -> None:
     """A convert output records only what differs from its entry: the entry's kwargs are the rest."""
-    arch = "genesis_unet3d_small_seg"  # registered with norm='batch_stats_bn'
+    arch = "unet3d_small_seg.genesis_ct32"  # registered with norm='batch_stats_bn'
     path = _file(tmp_path, arch=arch, metadata={"name": arch, "arch_kwargs": "{}"})
     with pytest.raises(CheckpointError, match="norm='batch_stats_bn' \\(model: 'gn'\\)"):
         zoo.create_model(arch, checkpoint_path=path, norm="gn")
@@ -167,8 +167,8 @@ def test_registry_arch_kwargs_of_the_recorded_name_count(tmp_path: Path) -> None
 
 
 def test_files_without_recorded_kwargs_load(tmp_path: Path) -> None:
-    path = _file(tmp_path, arch="pcrl_unet3d_small_seg", metadata={"format": "pt", "arch_kwargs": "not json"})
-    zoo.create_model("pcrl_unet3d_small_seg", checkpoint_path=path, norm="bn")
+    path = _file(tmp_path, arch="unet3d_small_seg", metadata={"format": "pt", "arch_kwargs": "not json"})
+    zoo.create_model("unet3d_small_seg", checkpoint_path=path, norm="bn")
 
 
 # --- first convolution -----------------------------------------------------------------------------
@@ -192,8 +192,8 @@ def test_first_conv_of_another_rank_is_refused(tmp_path: Path) -> None:
 
 
 # --- pretrained config against the model -----------------------------------------------------------
-@pytest.mark.parametrize("arch", ["pcrl_resnet18", "swcl_resnetv2_50x1", "pcrl_unet_resnet18", "genesis_unet3d_small",
-                                  "genesis_unet3d_small_seg"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50x1_bit", "unet_resnet18", "unet3d_small.genesis_ct32",
+                                  "unet3d_small_seg.genesis_ct32"])
 @pytest.mark.parametrize("num_classes", [0, 2])
 def test_registered_modules_are_head_and_stem(arch: str, num_classes: int) -> None:
     with torch.device("meta"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,7 +456,9 @@ def _check_arch_kwargs(architecture: str, arch_kwargs: dict[str, Any], fail: Any
     if "." in architecture:
         raise fail("architecture", f"must be an architecture without a tag, got {architecture[:80]!r}")
     try:
-        base = get_pretrained_cfg(architecture)
+        with warnings.catch_warnings():  # a config written under a deprecated name still validates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            base = get_pretrained_cfg(architecture)
     except (UnknownModelError, KeyError, ValueError):
         raise fail("architecture", f"{architecture[:80]!r} is not a zoo architecture (see `zoo list`)") from None
     for key, ref in base.arch_kwargs.items():

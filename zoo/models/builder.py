@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -299,8 +300,10 @@ def _file_arch_kwargs(meta: Mapping[str, str]) -> dict[str, Any]:
         return {}
     base: dict[str, Any] = {}
     name = meta.get("name")
-    if isinstance(name, str) and is_model(name):
-        base = dict(get_pretrained_cfg(name).arch_kwargs)
+    with warnings.catch_warnings():  # a file converted under a deprecated name: the alias still resolves
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if isinstance(name, str) and is_model(name):
+            base = dict(get_pretrained_cfg(name).arch_kwargs)
     return {**base, **recorded}
 
 
