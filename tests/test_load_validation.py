@@ -241,3 +241,25 @@ def test_deeply_nested_config_json_is_a_clear_error(tmp_path: Path) -> None:
     (folder / "config.json").write_text('{"zoo": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(ValueError, match="cannot read"):
         zoo.create_model(f"local-dir:{folder}")
+
+
+@pytest.mark.parametrize(("arch_kwargs", "needle"), [
+    ({"nonsense": 1}, "takes no argument(s) ['nonsense']"),
+    ({"drop_rate": "x"}, "argument drop_rate='x' should be of type float"),
+    ({"depth": "18"}, "arch_kwargs.depth must be of type int like 18"),
+])
+def test_config_arch_kwargs_the_model_cannot_take(tmp_path: Path, arch_kwargs: dict, needle: str) -> None:
+    folder = zoo.save_for_hf(zoo.create_model(SMALL), tmp_path / "repo")
+    config = json.loads((folder / "config.json").read_text())
+    config["zoo"]["pretrained_cfg"]["arch_kwargs"].update(arch_kwargs)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as err:
+        zoo.create_model(f"local-dir:{folder}", pretrained=True)
+    assert needle in str(err.value) and "config.json" in str(err.value), str(err.value)
+
+
+def test_model_kwargs_typos_name_the_argument() -> None:
+    with pytest.raises(ValueError, match=r"UNet3DEncoder takes no argument\(s\) \['widht'\]"):
+        zoo.create_model("unet3d_small", widht=8)
+    with torch.device("meta"):
+        zoo.create_model("unet3d_small", drop_rate=__import__("numpy").float32(0.1))  # numpy scalars are numbers

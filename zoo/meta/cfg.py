@@ -467,6 +467,6 @@ def _check_arch_kwargs(architecture: str, arch_kwargs: dict[str, Any], fail: Any
         value = arch_kwargs[key]
         want, got = _json_type(ref), _json_type(value)
         if not (want == got or (want == "number" and got == "int")):
-            raise fail(f"arch_kwargs.{key}", f"must be a {want} like {ref!r}, got {value!r:.80}")
+            raise fail(f"arch_kwargs.{key}", f"must be of type {want} like {ref!r}, got {value!r:.80}")
         if want == "int" and value <= 0:
             raise fail(f"arch_kwargs.{key}", f"must be > 0, got {value}")

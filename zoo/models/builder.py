@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ __all__ = [
     "check_state_dict",
     "check_cfg_modules",
     "check_arch_kwargs",
+    "check_model_kwargs",
     "CHECK_WEIGHTS_ENV",
 ]
 
@@ -121,6 +123,7 @@ def build_model_with_cfg(
     model_kwargs = {**cfg.arch_kwargs, **kwargs}
     model_kwargs.setdefault("num_classes", cfg.num_classes)
     model_kwargs.setdefault("in_chans", cfg.in_chans)
+    check_model_kwargs(model_cls, model_kwargs, cfg.name or name)
     model = model_cls(**model_kwargs)
     source: ResolvedWeights | None = None
     if isinstance(checkpoint_path, ResolvedWeights):
@@ -354,6 +357,49 @@ def check_arch_kwargs(
             f"{where} was made for other architecture arguments: {', '.join(clashes)}. The keys match, the "
             f"outputs would not. Create the model with {fix}."
         )
+
+
+def _init_params(model_cls: Callable[..., nn.Module]) -> dict[str, inspect.Parameter] | None:
+    """Named ``__init__`` parameters (following ``**kwargs`` to the parent class once); None if open-ended."""
+    params: dict[str, inspect.Parameter] = {}
+    classes = [c for c in getattr(model_cls, "__mro__", ()) if "__init__" in vars(c) and c is not nn.Module]
+    for cls in classes[:2]:
+        sig = inspect.signature(cls.__init__).parameters
+        params.update({k: v for k, v in sig.items() if k != "self" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+                       and k not in params})
+        if not any(v.kind is v.VAR_KEYWORD for v in sig.values()):
+            return params
+    return None
+
+
+def check_model_kwargs(model_cls: Callable[..., nn.Module], kwargs: Mapping[str, Any], where: str) -> None:
+    """Raise ``ValueError`` naming an architecture argument the model does not take, or of the wrong kind.
+
+    The arguments come from the pretrained config (``arch_kwargs``, e.g. of a config.json) and from the
+    ``create_model`` call; a typo or a string where a number belongs fails here with its name, not as a
+    TypeError deep inside the network. Only plain defaults (numbers, strings, booleans) are type-checked.
+    """
+    params = _init_params(model_cls)
+    if params is None:
+        return
+    fix = "Fix arch_kwargs in the pretrained config (e.g. config.json) or the create_model arguments."
+    unknown = sorted(k for k in kwargs if k not in params)
+    if unknown:
+        raise ValueError(f"{where}: {getattr(model_cls, '__name__', model_cls)} takes no argument(s) {unknown}. "
+                         f"It takes {_shorten(sorted(params), 12)}. {fix}")
+    for key, value in kwargs.items():
+        default = params[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars too
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}: argument {key}={value!r:.80} should be of type {type(default).__name__} like its "
+                             f"default {default!r}. {fix}")
 
 
 def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
