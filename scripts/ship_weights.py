@@ -1,6 +1,6 @@
 """Copy a finished `zoo pretrain` export into weights/ as float16 safetensors, with its pretraining record.
 
-    .venv/bin/python scripts/ship_weights.py /work/runs/mocov2_kermany mocov2_resnet18.kermany64
+    .venv/bin/python scripts/ship_weights.py /work/runs/mocov2_kermany resnet18.mocov2_kermany64
 
 Writes weights/NAME.safetensors (its metadata records the sha256 of the float32 source file; the bytes depend
 on the source only) and the run's record in results/pretraining/: NAME.json (the run's run.json: command, seed,
