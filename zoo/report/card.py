@@ -296,7 +296,7 @@ def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: st
     parts = ["### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
              "", results_table_markdown(results)]
     commands = list(dict.fromkeys(r["command"] for r in sorted(results, key=_order)))  # in the table's order
-    parts += ["Commands:", "", "```", *commands, "```", ""]
+    parts += [f"Commands{_old_names_note(commands)}:", "", "```", *commands, "```", ""]
     tasks = sorted({r["task"] for r in results if anchors_for(r["task"])})
     if tasks:
         parts += ["Published anchors on the same test split" + ("s" if len(tasks) > 1 else "") + ": "
@@ -334,6 +334,18 @@ def published_anchors_markdown(items: ResultsLike | Iterable[ResultsLike]) -> st
         if table:
             parts += [f"### {_anchor_title(task)}", "", table]
     return "\n".join(parts)
+
+
+def _old_names_note(commands: Iterable[str]) -> str:
+    """`` (as run: OLD is zoo 0.1's name of NEW)`` when recorded commands use names that are aliases now."""
+    from ..meta.registry import list_aliases, resolve_name
+
+    aliases = set(list_aliases())
+    old = sorted({w for c in commands for w in c.split() if w.split(".")[0] in aliases})
+    if not old:
+        return ""
+    return " (as they were run: " + ", ".join(f"`{o}` is zoo 0.1's name of `{resolve_name(o, warn=False)}`"
+                                               for o in old) + ")"
 
 
 def _headline(res: dict[str, Any]) -> str:
