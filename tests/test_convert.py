@@ -314,7 +314,7 @@ def test_convert_official_layout(layout: str, tmp_path: Path, capsys: pytest.Cap
     target = mirror / zoo.get_pretrained_cfg(names[0]).file
     assert sha256_file(target) == sha  # conversion is deterministic (canonical safetensors header)
     by_arch = {_registry.split_model_name(n)[0]: n for n in names}
-    _check_outputs(checks, lambda arch: zoo.create_model(by_arch[arch], pretrained=True))
+    _check_outputs(checks, lambda name: zoo.create_model(by_arch[_registry.split_model_name(name)[0]], pretrained=True))
 
 
 def test_pcrl_3d_group_norm_is_read_from_opt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,7 +101,7 @@ def test_pretrained_weights_provenance_in_metadata(tmp_path: Path, register_weig
     meta = read_metadata(path)
     from zoo._io import sha256_file
 
-    assert meta["model"] == "unet3d_small.pcrl_test" and meta["tag"] == "test"
+    assert meta["model"] == "unet3d_small.pcrl_test" and meta["tag"] == "pcrl_test"
     assert meta["weights"] == "pretrained" and meta["weights_sha256"] == sha256_file(weights)
     cfg = PretrainedCfg.from_dict(json.loads(meta["pretrained_cfg"]))
     assert cfg.intensity.kind == "hu_window" and cfg.sha256 == meta["weights_sha256"]

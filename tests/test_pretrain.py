@@ -174,7 +174,7 @@ def test_ship_weights_script(xrays: Path, tmp_path: Path) -> None:
                               capture_output=True, text=True)
 
     assert "ship the weights first" in ship(a.out, "--record-only").stderr
-    shipped = weights / "simclr_resnet18.t.safetensors"
+    shipped = weights / "resnet18.simclr_t.safetensors"  # a new name: weights/NAME.safetensors
     first = (ship(a.out), shipped.read_bytes())
     assert first[0].returncode == 0 and json.loads(first[0].stdout)["same_run_as_shipped"]
     assert ship(a.out).returncode == 0 and shipped.read_bytes() == first[1]  # not safetensors' hash-map order

@@ -34,17 +34,19 @@ for _suffix, _width, _what in [("", 32, ""), ("_small", 16, " (width 16)")]:
 
 # --- official upstream weights (convert them with `zoo convert`) -------------------------------------------
 _LUNA_DATA = "LUNA16 / LIDC-IDRI: CC BY 3.0 (The Cancer Imaging Archive)"
-register_official(
-    ("unet3d.pcrlv2_luna", "unet3d_seg.pcrlv2_luna"), "pcrlv2",
-    file="pcrlv2_unet3d.luna.safetensors", convert_from="pcrlv2-3d",
-    origin="https://github.com/RL4M/PCRLv2 (Google Drive link in its README): simance_multi_crop_luna_pretask_1.0_240.pt",
-    pretrain_data="LUNA16 chest CT", modality="ct", license_weights="MIT (RL4M/PCRLv2)", license_data=_LUNA_DATA,
-    arch_kwargs={"decoder": "noskip"},
-    notes="Encoder and decoder without skip connections (decoder='noskip'); the per-level pretraining heads "
-    "(up_tr*.bn, predictor_head, deep_supervision_head) are dropped. These key names come from upstream's "
-    "model definition, not from the released file: if a real file disagrees, correct the table in "
-    "zoo/convert/layouts.py. Upstream's out_tr ends in a sigmoid (out_act='sigmoid' reproduces it).",
-)
+for _name, _kwargs in [("unet3d.pcrlv2_luna", {}), ("unet3d_seg.pcrlv2_luna", {"decoder": "noskip"})]:
+    register_official(  # the encoder network has no decoder argument
+        (_name,), "pcrlv2",
+        file="pcrlv2_unet3d.luna.safetensors", convert_from="pcrlv2-3d",
+        origin="https://github.com/RL4M/PCRLv2 (Google Drive link in its README): "
+        "simance_multi_crop_luna_pretask_1.0_240.pt",
+        pretrain_data="LUNA16 chest CT", modality="ct", license_weights="MIT (RL4M/PCRLv2)", license_data=_LUNA_DATA,
+        arch_kwargs=_kwargs,
+        notes="Encoder and decoder without skip connections (decoder='noskip'); the per-level pretraining heads "
+        "(up_tr*.bn, predictor_head, deep_supervision_head) are dropped. These key names come from upstream's "
+        "model definition, not from the released file: if a real file disagrees, correct the table in "
+        "zoo/convert/layouts.py. Upstream's out_tr ends in a sigmoid (out_act='sigmoid' reproduces it).",
+    )
 register_official(
     ("unet3d.genesis_chest_ct", "unet3d_seg.genesis_chest_ct"), "genesis",
     file="genesis_unet3d.chest_ct.safetensors", convert_from="genesis",
