@@ -180,7 +180,7 @@ def test_int8_tolerance_failure_is_reported(int8_pair: tuple[Path, Path, np.ndar
     assert ok.passed and 0.98 < ok.cosine < 1.0  # close, but really quantized
     strict = verify_onnx(int8, fp32, x, [1, 2], atol=float("inf"), rtol=0.0, min_cosine=1.0 - 1e-12)
     assert not strict.passed and "FAILED" in strict.summary()
-    assert read_metadata(int8)["model"] == "unet3d_small"  # metadata survives quantization
+    assert read_metadata(int8)["model"] == "unet3d_small.pcrl_ct32"  # its default tag; metadata survives quantization
     assert json.loads(read_metadata(int8)["quantization"])["calibration"] == "MinMax"
 
 
