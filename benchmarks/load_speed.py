@@ -6,7 +6,7 @@ file through its sources (mirror, weights/, Hugging Face cache), checks the sha2
 checks keys. Each measurement is one fresh Python process (imports of torch/timm/zoo happen before
 the timer; zoo's lazy imports on the first call are inside it). Runs are interleaved, medians reported.
 
-    python benchmarks/load_speed.py [--runs 7] [--models pcrl_resnet18 mocov2_resnet50]
+    python benchmarks/load_speed.py [--runs 7] [--models resnet18.pcrl_kermany64 resnet50]
 
 Sources: ``mirror`` (``ZOO_WEIGHTS_DIR``) and ``hf-cache`` (a Hugging Face cache filled once by the
 real client from a loopback Hub, then used with ``HF_HUB_OFFLINE=1``). Random weights: only the
@@ -65,7 +65,7 @@ def _run(code: str, args: list[str], env: dict[str, str]) -> tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--models", nargs="+", default=["pcrl_resnet18"])
+    parser.add_argument("--models", nargs="+", default=["resnet18.pcrl_kermany64"])
     args = parser.parse_args()
 
     import torch

@@ -6,9 +6,9 @@ scores the test images from each runtime's features. The fp32 ONNX file comes fr
 the registered weights (verified against PyTorch); ``zoo.export.quantize_onnx`` makes two static int8 files
 from it (uint8 and int8 activations), calibrated on training images of the task.
 
-    python benchmarks/onnx_int8_accuracy.py simclr_resnet18.kermany64
-    python benchmarks/onnx_int8_accuracy.py micle_resnet18.kermany64 --label-fraction 0.1 --seed 1
-    python benchmarks/onnx_int8_accuracy.py simclr_resnet18.kermany64 --methods minmax percentile entropy
+    python benchmarks/onnx_int8_accuracy.py resnet18.simclr_kermany64
+    python benchmarks/onnx_int8_accuracy.py resnet18.micle_kermany64 --label-fraction 0.1 --seed 1
+    python benchmarks/onnx_int8_accuracy.py resnet18.simclr_kermany64 --methods minmax percentile entropy
 
 Prints one table row per runtime (AUC, ACC, drop vs eager in AUC points) and a JSON line with the machine
 (onnxruntime version, CPU, its int8 instruction sets: int8 kernels differ between CPUs).
@@ -54,7 +54,7 @@ def machine() -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("name", nargs="?", default="simclr_resnet18.kermany64", help="a registered arch.tag")
+    ap.add_argument("name", nargs="?", default="resnet18.simclr_kermany64", help="a registered arch.tag")
     ap.add_argument("--task", default="kermany_pneumonia")
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--label-fraction", type=float, default=1.0)

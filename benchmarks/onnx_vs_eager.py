@@ -5,7 +5,7 @@ For each model the parent process exports one fp32 and one int8 ONNX file (both 
 its own fresh subprocess, so that no runtime inherits another's thread pools, caches or allocations.
 Each worker times ``--reps`` forward passes on real inputs (after ``--warmup``) and reports the median.
 
-    python benchmarks/onnx_vs_eager.py                      # pcrl_resnet18 @224, pcrl_unet3d @64x64x32
+    python benchmarks/onnx_vs_eager.py                      # resnet18 @224, unet3d @64x64x32
     python benchmarks/onnx_vs_eager.py --reps 3 --threads 1 --batches 1 32
 
 Ratios are speed-ups (eager time / ORT fp32 time, ORT fp32 time / ORT int8 time): > 1 is faster.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = {"pcrl_resnet18": (224, 224), "pcrl_unet3d": (64, 64, 32)}
+DEFAULT_MODELS = {"resnet18": (224, 224), "unet3d": (64, 64, 32)}
 RUNTIMES = ("eager", "ort_fp32", "ort_int8")
 
 

@@ -32,13 +32,13 @@ from zoo.train.pretrain import PretrainConfig, build_optimizer, prepare_method, 
 
 # the architectures each method is measured on (the first that its class accepts is used per dimension)
 ARCHS = {
-    "simclr": ["simclr_resnet18"],
-    "mocov2": ["mocov2_resnet18"],
-    "pcrl": ["pcrl_unet_resnet18", "pcrl_unet3d_seg"],
-    "pcrlv2": ["pcrlv2_resnet18", "pcrlv2_unet3d_seg"],
-    "genesis": ["genesis_unet3d_seg"],
-    "swcl": ["swcl_resnet18"],
-    "micle": ["micle_resnet18"],
+    "simclr": ["resnet18"],
+    "mocov2": ["resnet18"],
+    "pcrl": ["unet_resnet18", "unet3d_seg"],
+    "pcrlv2": ["resnet18", "unet3d_seg"],
+    "genesis": ["unet3d_seg"],
+    "swcl": ["resnet18"],
+    "micle": ["resnet18"],
 }
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ablation arms of a reference checkpoint, measured with the reference protocol but not shipped.
 #   RUNS=/path/to/runs bash scripts/evaluate_ablations.sh RECIPE ARCH LABEL
-# e.g. `bash scripts/evaluate_ablations.sh pcrl_contrast_ct pcrl_unet3d_small pcrl_unet3d_small.ct32_contrast_only`
+# e.g. `bash scripts/evaluate_ablations.sh pcrl_contrast_ct unet3d_small unet3d_small.pcrl_ct32_contrast_only`
 # evaluates $RUNS/pcrl_contrast_ct (a finished scripts/pretrain_reference.sh run) as ARCH with --checkpoint-path and
 # writes results/ablations/LABEL__TASK__PROTOCOL__fF.json and the markdown table ${TMPDIR:-/tmp}/LABEL.md.
 set -euo pipefail

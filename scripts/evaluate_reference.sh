@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The evaluation of zoo's reference weights: every results file behind MODEL_CARD.md and the registry metrics.
-#   bash scripts/evaluate_reference.sh NAME [--checkpoint-path FILE]     (NAME = arch.tag)
+#   bash scripts/evaluate_reference.sh NAME [--checkpoint-path FILE]     (NAME = network.tag, e.g. resnet18.pcrl_kermany64)
 # Writes results/NAME__TASK__PROTOCOL__fF.json, the label-fraction plot results/NAME__label_fraction.png,
 # the Grad-CAM figure results/NAME__gradcam.png, the registry metrics of NAME into zoo/meta/catalog/reference_metrics.json
 # and the results block of NAME's MODEL_CARD.md section (also written to $TMPDIR/NAME.md).
@@ -53,7 +53,7 @@ case $modality in
     ev kermany_pneumonia linear 1 --img-size $px --robustness "$@"
     for f in 0.01 0.1 1; do ev kermany_pneumonia finetune $f --img-size $px "$@"; done
     # fine-tuning at twice the pretraining size (~45 min for 3 seeds x 2 arms): the strongest checkpoint only
-    if [ "$name" = micle_resnet18.kermany64 ]; then ev kermany_pneumonia finetune 1 --img-size 128 "$@"; fi
+    if [ "$name" = resnet18.micle_kermany64 ]; then ev kermany_pneumonia finetune 1 --img-size 128 "$@"; fi
     cam kermany_pneumonia --img-size 128 --max-train 1000 "$@"
     ;;
   fundus)
@@ -83,3 +83,15 @@ echo "registry metrics: zoo/meta/catalog/reference_metrics.json[$name]"
 # the results block of NAME's MODEL_CARD.md section (between its `<!-- zoo report NAME: begin/end -->` lines)
 $ZOO report results/"${name}"__*.json --plot "results/${name}__label_fraction.png" \
   --gradcam "results/${name}__gradcam.png" --markdown "${TMPDIR:-/tmp}/${name}.md" --card MODEL_CARD.md
+# the card's first table (which checkpoint for what) and the published anchors (once per task), over every
+# measured checkpoint (the names in reference_metrics.json), from the registry metrics just written
+.venv/bin/python -c '
+import json
+from pathlib import Path
+from zoo.report import (ANCHORS_BLOCK, OVERVIEW_BLOCK, checkpoint_overview_markdown, published_anchors_markdown,
+                        update_card)
+names = sorted(json.loads(Path("zoo/meta/catalog/reference_metrics.json").read_text()))
+update_card("MODEL_CARD.md", OVERVIEW_BLOCK, checkpoint_overview_markdown(names))
+update_card("MODEL_CARD.md", ANCHORS_BLOCK, published_anchors_markdown(
+    sorted(p for n in names for p in Path("results").glob(f"{n}__*.json"))))'
+echo "MODEL_CARD.md: overview table and published anchors updated"

@@ -1,8 +1,9 @@
 """Copy a finished `zoo pretrain` export into weights/ as float16 safetensors, with its pretraining record.
 
-    .venv/bin/python scripts/ship_weights.py /work/runs/mocov2_kermany mocov2_resnet18.kermany64
+    .venv/bin/python scripts/ship_weights.py /work/runs/mocov2_kermany resnet18.mocov2_kermany64
 
-Writes weights/NAME.safetensors (its metadata records the sha256 of the float32 source file; the bytes depend
+Writes weights/NAME.safetensors (or the file NAME is registered with: shipped files keep the names they were
+released under, e.g. resnet18.mocov2_kermany64 -> weights/mocov2_resnet18.kermany64.safetensors; its metadata records the sha256 of the float32 source file; the bytes depend
 on the source only) and the run's record in results/pretraining/: NAME.json (the run's run.json: command, seed,
 steps, throughput, plus the source's sha256), NAME.log.jsonl.gz (every step's losses, lr and speed) and
 NAME.loss.png (the loss curves). Prints the registry fields. Then: add
@@ -64,10 +65,20 @@ def write_record(run_dir: Path, run: dict[str, Any], source: str, name: str, shi
     return record
 
 
+def _registered_file(name: str) -> str | None:
+    """The file ``name`` is registered with (its release name), or None for a new name."""
+    from zoo.meta.registry import UnknownModelError, get_pretrained_cfg
+
+    try:
+        return get_pretrained_cfg(name).file
+    except UnknownModelError:
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the --out directory of a finished zoo pretrain run")
-    ap.add_argument("name", help="arch.tag to ship (weights/<name>.safetensors)")
+    ap.add_argument("name", help="network.tag to ship (weights/<name>.safetensors, or its registered file)")
     ap.add_argument("--record-only", action="store_true",
                     help="write only the results/pretraining/NAME.* record (weights/NAME.safetensors must exist)")
     ap.add_argument("--weights-dir", type=Path, default=repo_weights_dir(), help="default: the repository's weights/")
@@ -77,7 +88,7 @@ def main() -> None:
     if not run.get("finished"):
         raise SystemExit(f"{args.run} is not finished (run.json: finished is not true); resume it first")
     src = args.run / f"{run.get('network', run['config']['arch'])}.safetensors"  # the network's current name
-    dst = args.weights_dir / f"{args.name}.safetensors"
+    dst = args.weights_dir / (_registered_file(args.name) or f"{args.name}.safetensors")
     source = sha256_file(src)
     if not args.record_only:
         ship(src, source, dst)

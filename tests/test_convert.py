@@ -100,16 +100,16 @@ Built = tuple[Any, str, list[tuple[str, Output, torch.Tensor, torch.Tensor]], li
 
 
 def _pcrlv2_2d() -> Built:
-    m = _model("pcrlv2_resnet18")
+    m = _model("resnet18")
     sd = m.state_dict()
     assert len(sd) == 120  # the smp ResNet-18 encoder: torchvision keys without fc
     obj = {"opt": _opt(n="chexpter"), "state_dict": sd, "optimizer": _sgd_state(), "epoch": 240}
-    checks = [("pcrlv2_resnet18", _forward, X2D, m(X2D))]
-    return obj, "simance_multi_crop_chexpter_pretask_1.0_240.pt", checks, ["pcrlv2_resnet18.chexpert"], 0
+    checks = [("resnet18", _forward, X2D, m(X2D))]
+    return obj, "simance_multi_crop_chexpter_pretask_1.0_240.pt", checks, ["resnet18.pcrlv2_chexpert"], 0
 
 
 def _pcrlv2_3d() -> Built:
-    m = _model("pcrlv2_unet3d_seg")
+    m = _model("unet3d_seg.pcrlv2_luna")
     sd = OrderedDict(m.state_dict())
     for level, c in (("up_tr256", 256), ("up_tr128", 128), ("up_tr64", 64)):
         sd.update(_prefixed(f"{level}.bn.", nn.BatchNorm1d(c).state_dict()))
@@ -121,17 +121,17 @@ def _pcrlv2_3d() -> Built:
     assert 17.05e6 < n_params < 17.15e6
     obj = {"opt": _opt(model="pcrlv2_3d", n="luna"), "state_dict": sd, "optimizer": _sgd_state(), "epoch": 240}
     encoder = m.forward_intermediates(X3D, intermediates_only=True)[-1]
-    checks = [("pcrlv2_unet3d_seg", _forward, X3D, m(X3D)), ("pcrlv2_unet3d", _features, X3D, encoder)]
-    return obj, "simance_multi_crop_luna_pretask_1.0_240.pt", checks, ["pcrlv2_unet3d_seg.luna", "pcrlv2_unet3d.luna"], 63
+    checks = [("unet3d_seg.pcrlv2_luna", _forward, X3D, m(X3D)), ("unet3d", _features, X3D, encoder)]
+    return obj, "simance_multi_crop_luna_pretask_1.0_240.pt", checks, ["unet3d_seg.pcrlv2_luna", "unet3d.pcrlv2_luna"], 63
 
 
 def _swcl_resnet18() -> Built:
-    m = _model("swcl_resnet18")
+    m = _model("resnet18")
     sd = _prefixed("encoder.", m.state_dict())
     sd.update(_prefixed("projection_network.out.0.", _linear_sd(512, 512)))
     sd.update(_prefixed("projection_network.out.2.", _linear_sd(512, 128)))
-    checks = [("swcl_resnet18", _forward, X2D, m(X2D))]
-    return sd, "pytorch_model.bin", checks, ["swcl_resnet18.swap"], 4
+    checks = [("resnet18", _forward, X2D, m(X2D))]
+    return sd, "pytorch_model.bin", checks, ["resnet18.swcl_swap"], 4
 
 
 # An independent BiT ResNetV2 written from the facts in upstream.md (BiT module names), to check the
@@ -185,20 +185,20 @@ def _swcl_resnetv2() -> Built:
     sd.update(_prefixed("projection_network.out.2.", _linear_sd(2048, 128)))
     with torch.no_grad():
         expected = ref(X2D)
-    checks = [("swcl_resnetv2_50x1", _features, X2D, expected)]
-    return sd, "pytorch_model.bin", checks, ["swcl_resnetv2_50x1.swap"], 4
+    checks = [("resnetv2_50x1_bit", _features, X2D, expected)]
+    return sd, "pytorch_model.bin", checks, ["resnetv2_50x1_bit.swcl_swap"], 4
 
 
 def _genesis() -> Built:
-    m = _model("genesis_unet3d_seg")  # norm="batch_stats_bn" from the catalog
+    m = _model("unet3d_seg.genesis_chest_ct")  # norm="batch_stats_bn" from the catalog
     obj = {"epoch": 35, "state_dict": _prefixed("module.", m.state_dict()), "optimizer_state_dict": _sgd_state()}
     encoder = m.forward_intermediates(X3D, intermediates_only=True)[-1]
-    checks = [("genesis_unet3d_seg", _forward, X3D, m(X3D)), ("genesis_unet3d", _features, X3D, encoder)]
-    return obj, "Genesis_Chest_CT.pt", checks, ["genesis_unet3d_seg.chest_ct", "genesis_unet3d.chest_ct"], 0
+    checks = [("unet3d_seg.genesis_chest_ct", _forward, X3D, m(X3D)), ("unet3d.genesis_chest_ct", _features, X3D, encoder)]
+    return obj, "Genesis_Chest_CT.pt", checks, ["unet3d_seg.genesis_chest_ct", "unet3d.genesis_chest_ct"], 0
 
 
 def _pcrl_2d() -> Built:
-    m = _model("pcrl_unet_resnet18")
+    m = _model("unet_resnet18")
     full = m.state_dict()
     encoder = OrderedDict((k.removeprefix("encoder."), v) for k, v in full.items() if k.startswith("encoder."))
     decoder = OrderedDict((k.removeprefix("decoder."), v) for k, v in full.items() if k.startswith("decoder."))
@@ -211,13 +211,13 @@ def _pcrl_2d() -> Built:
         "optimizer": _sgd_state(), "epoch": 240, "model_ema": ema,
     }
     # the student's segmentation head is not saved upstream: compare the decoder output
-    checks = [("pcrl_unet_resnet18", _features, X2D, m.forward_features(X2D)),
-              ("pcrl_resnet18", _features, X2D, m.encoder.forward_features(X2D))]
+    checks = [("unet_resnet18", _features, X2D, m.forward_features(X2D)),
+              ("resnet18", _features, X2D, m.encoder.forward_features(X2D))]
     return obj, "pcrl_chest_pretask_1.0_240.pt", checks, [], 0
 
 
 def _pcrl_3d(norm: str = "bn") -> Built:
-    m = _model("pcrl_unet3d_seg", norm=norm)
+    m = _model("unet3d_seg", norm=norm)
     sd = OrderedDict(m.state_dict())
     for head, (i, o) in {"fc1": (512, 128), "fc2": (128, 128), "aug_fc1": (7, 256), "aug_fc2": (256, 512)}.items():
         sd.update(_prefixed(f"{head}.", _linear_sd(i, o)))
@@ -227,12 +227,12 @@ def _pcrl_3d(norm: str = "bn") -> Built:
         "optimizer": _sgd_state(), "epoch": 240, "model_ema": _prefixed("module.", sd),
     }
     encoder = m.forward_intermediates(X3D, intermediates_only=True)[-1]
-    checks = [("pcrl_unet3d_seg", _forward, X3D, m(X3D)), ("pcrl_unet3d", _features, X3D, encoder)]
+    checks = [("unet3d_seg", _forward, X3D, m(X3D)), ("unet3d", _features, X3D, encoder)]
     return obj, "pcrl_3d_luna_pretask_1.0_240.pt", checks, [], 8
 
 
 def _openselfsup() -> Built:
-    m = _model("mocov2_resnet50")
+    m = _model("resnet50")
     sd = m.state_dict()
     neck = {"mlp.0.weight": torch.randn(2048, 2048), "mlp.0.bias": torch.randn(2048),
             "mlp.2.weight": torch.randn(128, 2048), "mlp.2.bias": torch.randn(128)}
@@ -246,7 +246,7 @@ def _openselfsup() -> Built:
     obj = {"meta": {"epoch": 200, "iter": 140000, "mmcv_version": "0.2.12", "time": "Mon Jan  1 00:00:00 2024",
                     "config": "model = dict(type='MOCO', queue_len=65536)"},
            "state_dict": state, "optimizer": _sgd_state()}
-    checks = [("mocov2_resnet50", _forward, X2D, m(X2D))]
+    checks = [("resnet50", _forward, X2D, m(X2D))]
     return obj, "moco_v2_chexpert_epoch_200.pth", checks, [], 2 + 2 * (len(sd) + 4)
 
 
@@ -268,7 +268,7 @@ def _check_outputs(checks: list[tuple[str, Output, torch.Tensor, torch.Tensor]],
         model = load(name).eval()
         with torch.no_grad():
             got = fn(model, x)
-        tol = 1e-4 if name == "swcl_resnetv2_50x1" else 1e-6  # an independent BiT implementation
+        tol = 1e-4 if name == "resnetv2_50x1_bit" else 1e-6  # an independent BiT implementation
         torch.testing.assert_close(got, expected, rtol=tol, atol=tol, msg=lambda m, n=name: f"{n}: {m}")
 
 
@@ -314,7 +314,7 @@ def test_convert_official_layout(layout: str, tmp_path: Path, capsys: pytest.Cap
     target = mirror / zoo.get_pretrained_cfg(names[0]).file
     assert sha256_file(target) == sha  # conversion is deterministic (canonical safetensors header)
     by_arch = {_registry.split_model_name(n)[0]: n for n in names}
-    _check_outputs(checks, lambda arch: zoo.create_model(by_arch[arch], pretrained=True))
+    _check_outputs(checks, lambda name: zoo.create_model(by_arch[_registry.split_model_name(name)[0]], pretrained=True))
 
 
 def test_pcrl_3d_group_norm_is_read_from_opt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,16 +330,16 @@ def test_pcrl_3d_group_norm_is_read_from_opt(tmp_path: Path, capsys: pytest.Capt
 
 def test_genesis_converted_model_uses_batch_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Upstream's ContBatchNorm3d normalises with the batch statistics in eval mode too."""
-    m = _model("genesis_unet3d_seg")
+    m = _model("unet3d_seg.genesis_chest_ct")
     src, out = tmp_path / "Genesis_Chest_CT.pt", tmp_path / "g.safetensors"
     # the 2019 release predates torch's zip format: read the legacy format too
     torch.save({"epoch": 1, "state_dict": _prefixed("module.", m.state_dict()), "optimizer_state_dict": {}}, src,
                _use_new_zipfile_serialization=False)
     assert _convert(capsys, "--from", "genesis", str(src), "-o", str(out))[0] == 0
-    model = zoo.create_model("genesis_unet3d_seg", checkpoint_path=out).eval()
+    model = zoo.create_model("unet3d_seg.genesis_chest_ct", checkpoint_path=out).eval()
     with torch.no_grad():
         eval_out = model(X3D)
-        running = zoo.create_model("genesis_unet3d_seg", checkpoint_path=out, norm="bn").eval()(X3D)
+        running = zoo.create_model("unet3d_seg.genesis_chest_ct", checkpoint_path=out, norm="bn").eval()(X3D)
         train_out = model.train()(X3D)
     torch.testing.assert_close(eval_out, train_out, rtol=1e-6, atol=1e-6)
     assert not torch.allclose(eval_out, running, atol=1e-3)  # running statistics would give other outputs
@@ -373,17 +373,17 @@ def test_official_entries_match_layouts() -> None:
 
 
 def test_info_shows_licence_and_convert_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["info", "genesis_unet3d_seg.chest_ct"]) == 0
+    assert main(["info", "unet3d_seg.genesis_chest_ct"]) == 0
     text = capsys.readouterr().out
     assert "LICENCE (weights)  NON-COMMERCIAL" in text
-    assert "zoo convert --from genesis PATH --name genesis_unet3d_seg.chest_ct" in text
-    assert main(["info", "swcl_resnet18.swap"]) == 0
+    assert "zoo convert --from genesis PATH --name unet3d_seg.genesis_chest_ct" in text
+    assert main(["info", "resnet18.swcl_swap"]) == 0
     assert "not redistributable" in capsys.readouterr().out
 
 
 # --- malformed files -------------------------------------------------------------------------------
 def _pcrlv2_file(tmp_path: Path, edit: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
-    sd = zoo.create_model("pcrlv2_resnet18").state_dict()
+    sd = zoo.create_model("resnet18").state_dict()
     if edit is not None:
         edit(sd)
     path = tmp_path / "simance_multi_crop_chest_pretask_1.0_240.pt"
@@ -433,9 +433,9 @@ def test_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_wrong_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "pytorch_model.bin"
-    torch.save(_prefixed("encoder.", zoo.create_model("swcl_resnet18").state_dict()), src)
+    torch.save(_prefixed("encoder.", zoo.create_model("resnet18").state_dict()), src)
     _fails(capsys, tmp_path, src, "has no 'state_dict' entry", "not a pcrlv2-2d checkpoint")
-    _fails(capsys, tmp_path, _pcrlv2_file(tmp_path), "does not convert to genesis_unet3d_seg", layout="genesis")
+    _fails(capsys, tmp_path, _pcrlv2_file(tmp_path), "does not convert to unet3d_seg.genesis_chest_ct", layout="genesis")
 
 
 class _Payload:

@@ -53,6 +53,7 @@ from zoo.report import (
     model_card_results,
     plot_label_fractions,
     plot_pretrain_log,
+    published_anchors_markdown,
     results_table_markdown,
     results_to_metrics,
     robustness_table_markdown,
@@ -173,7 +174,7 @@ def test_logistic_regression_probe() -> None:
 
 
 # --- end to end ------------------------------------------------------------------------------------
-def _checkpoint(tmp_path: Path, name: str = "pcrl_resnet18", seed: int = 123, **kwargs: Any) -> Path:
+def _checkpoint(tmp_path: Path, name: str = "resnet18", seed: int = 123, **kwargs: Any) -> Path:
     torch.manual_seed(seed)
     model = zoo.create_model(name, num_classes=0, **kwargs)
     path = tmp_path / f"{name}.safetensors"
@@ -183,7 +184,7 @@ def _checkpoint(tmp_path: Path, name: str = "pcrl_resnet18", seed: int = 123, **
 
 def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
-    args = ["eval", "mocov2_resnet50", "--task", "retinamnist", "--protocol", "linear", "--seeds", "2",
+    args = ["eval", "resnet50", "--task", "retinamnist", "--protocol", "linear", "--seeds", "2",
             "--max-train", "64", "--max-test", "64", "--label-fraction", "0.5", "--out", str(out)]
     assert main(args) == 0
     assert "random_init  AUC" in capsys.readouterr().out
@@ -194,11 +195,11 @@ def test_linear_random_init_via_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
     runs = res["runs"]["random_init"]["per_seed"]
     assert [r["n_train"] for r in runs] == [32, 32]
     assert runs[0]["auc"] != runs[1]["auc"]  # different seeds: different random backbones and subsets
-    assert res["command"].startswith("zoo eval mocov2_resnet50 --task retinamnist --protocol linear")
+    assert res["command"].startswith("zoo eval resnet50 --task retinamnist --protocol linear")
     # the feature cache is filled, and a second run reads it and gives the same numbers
     cached = sorted((Path(str(zoo.hub.cache_dir())) / "eval_features").glob("*.npy"))
     assert len(cached) == 4  # 2 seeds x (train, test)
-    again = run_eval(EvalConfig("mocov2_resnet50", "retinamnist", seeds=2, max_train=64, max_test=64,
+    again = run_eval(EvalConfig("resnet50", "retinamnist", seeds=2, max_train=64, max_test=64,
                                 label_fraction=0.5))
     assert again["runs"]["random_init"]["mean"] == res["runs"]["random_init"]["mean"]
     # without --out: one file per model / task / protocol / fraction, and input size when one is asked for
@@ -212,7 +213,7 @@ def paired_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Linear (with robustness) and finetune runs of a checkpoint file, each paired with random init."""
     tmp = tmp_path_factory.mktemp("ckpt")
     ckpt = _checkpoint(tmp)
-    common = dict(model="pcrl_resnet18", task="retinamnist", seeds=2, max_train=64, max_test=64,
+    common = dict(model="resnet18", task="retinamnist", seeds=2, max_train=64, max_test=64,
                   checkpoint_path=str(ckpt), cache=False)
     return {
         "ckpt": ckpt,
@@ -283,7 +284,7 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
     assert entry["random_init"]["acc"] == round(run["random_init"]["mean"]["acc"], 4)
     assert entry["seeds"] == 2 and entry["img_size"] == 28
     # the metrics go into a registry entry that passes the schema, and survive a JSON round trip
-    cfg = PretrainedCfg(architecture="pcrl_resnet18", tag="test", file="x.safetensors", sha256="0" * 64,
+    cfg = PretrainedCfg(architecture="resnet18", tag="test", file="x.safetensors", sha256="0" * 64,
                         file_size=1, method="pcrl", pretrain_data="d", modality="cxr", license_weights="CC-BY-4.0",
                         license_data="CC-BY-4.0", paper="p", command="zoo pretrain", metrics=metrics)
     assert validate_cfg(cfg) == []
@@ -292,7 +293,9 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
     auc = run["pretrained"]["mean"]["auc"]
     assert f"| retinamnist | linear | 100% | 28x28 | 2 | AUC | {auc:.3f} ± " in table
     card = model_card_results(files, plot_path="fig.png")
-    assert "| ResNet-18 (28) | supervised from scratch | 28 px | 0.717 | 0.524 |" in card
+    anchors = published_anchors_markdown(files)  # once per task in the card, not in each checkpoint's block
+    assert "| ResNet-18 (28) | supervised from scratch | 28 px | 0.717 | 0.524 |" in anchors
+    assert "ResNet-18 (28)" not in card and "#published-anchors-on-the-retinamnist-test-split" in card
     assert "![metric vs label fraction](fig.png)" in card and "gaussian noise | 3 |" in card
     assert "gaussian blur | 1 |" in robustness_table_markdown(files)
     png = plot_label_fractions(files, tmp_path / "plot.png")
@@ -311,17 +314,17 @@ def test_results_to_metrics_markdown_plot(paired_results: dict[str, Any], tmp_pa
         load_results({"runs": {}})
     assert main(["report", str(files[0]), "--metrics"]) == 0
     # the block goes into a model card between its markers, atomically; without markers the card is untouched
-    begin, end = card_markers("pcrl_resnet18")
+    begin, end = card_markers("resnet18")
     model_card = tmp_path / "CARD.md"
-    model_card.write_text(f"# card\n\n## pcrl_resnet18\n\nhand-written\n\n{begin}\nold numbers\n{end}\n\nmore\n")
+    model_card.write_text(f"# card\n\n## resnet18\n\nhand-written\n\n{begin}\nold numbers\n{end}\n\nmore\n")
     assert main(["report", *map(str, files), "--plot", str(tmp_path / "p.png"), "--card", str(model_card)]) == 0
     block = model_card_results(files, plot_path=str(tmp_path / "p.png"))
-    assert card_block(model_card, "pcrl_resnet18") == block.strip("\n")
+    assert card_block(model_card, "resnet18") == block.strip("\n")
     assert "old numbers" not in model_card.read_text() and model_card.read_text().endswith(f"{end}\n\nmore\n")
     bare = tmp_path / "BARE.md"
     bare.write_text("# card\n")
     assert main(["report", *map(str, files), "--card", str(bare)]) == 2
-    assert "<!-- zoo report pcrl_resnet18: begin -->" in capsys.readouterr().err
+    assert "<!-- zoo report resnet18: begin -->" in capsys.readouterr().err
     assert bare.read_text() == "# card\n"
 
 
@@ -356,30 +359,30 @@ def test_anchors_are_data_with_sources() -> None:
 
 def test_3d_linear_with_registered_tiny_checkpoint(register_weights: Any, tmp_path: Path) -> None:
     torch.manual_seed(7)
-    small = zoo.create_model("pcrl_unet3d", width=4)
-    register_weights("pcrl_unet3d.tiny", small.state_dict(), arch_kwargs={"norm": "bn", "width": 4})
-    res = run_eval(EvalConfig("pcrl_unet3d.tiny", "adrenalmnist3d", seeds=1, max_train=24, max_test=16,
+    small = zoo.create_model("unet3d", width=4)
+    register_weights("unet3d.pcrl_tiny", small.state_dict(), arch_kwargs={"norm": "bn", "width": 4})
+    res = run_eval(EvalConfig("unet3d.pcrl_tiny", "adrenalmnist3d", seeds=1, max_train=24, max_test=16,
                               robustness=True))
     assert res["arms"] == ["pretrained", "random_init"] and res["checkpoint"]["registered"]
     assert res["input_size"] == [1, 28, 28, 28] and res["intensity"]["kind"] == "unit"
     assert {"auc", "acc"} <= set(res["runs"]["pretrained"]["per_seed"][0])
     assert set(res["robustness"]["pretrained"]) == {"clean", *CORRUPTIONS}  # volumes are corrupted too
     # Grad-CAM of volumes: maximum-intensity projections of the volume and the map, with the checkpoint's sha256
-    out = gradcam_figure("pcrl_unet3d.tiny", "adrenalmnist3d", tmp_path / "cam3d.png", n_images=2, img_size=28,
+    out = gradcam_figure("unet3d.pcrl_tiny", "adrenalmnist3d", tmp_path / "cam3d.png", n_images=2, img_size=28,
                          max_train=24)
-    assert gradcam_info(out) == (f"zoo gradcam pcrl_unet3d.tiny --task adrenalmnist3d -o {out} --n-images 2 "
+    assert gradcam_info(out) == (f"zoo gradcam unet3d.pcrl_tiny --task adrenalmnist3d -o {out} --n-images 2 "
                                  "--img-size 28 --max-train 24", res["checkpoint"]["sha256"])
 
 
 def test_drive_segmentation_from_backbone_checkpoint(tmp_path: Path) -> None:
     ckpt = _checkpoint(tmp_path)
-    source = resolve_source("pcrl_resnet18", ckpt)
+    source = resolve_source("resnet18", ckpt)
     seg = build_segmentation_model(source, "pretrained", seed=0)
-    backbone = zoo.create_model("pcrl_resnet18", checkpoint_path=ckpt, num_classes=0)
+    backbone = zoo.create_model("resnet18", checkpoint_path=ckpt, num_classes=0)
     for k, v in backbone.state_dict().items():
         assert torch.equal(seg.encoder.state_dict()[k], v), k
     assert seg.segmentation_head[0].out_channels == 1
-    res = run_eval(EvalConfig("pcrl_resnet18", "drive_vessels", protocol="linear", seeds=1, epochs=1, img_size=64,
+    res = run_eval(EvalConfig("resnet18", "drive_vessels", protocol="linear", seeds=1, epochs=1, img_size=64,
                               batch_size=2, max_train=1, max_test=1, checkpoint_path=str(ckpt)))
     assert res["metrics"] == ["f1", "auc"] and res["n_test"] == 1 and res["input_size"] == [3, 64, 64]
     for arm in ("pretrained", "random_init"):
@@ -388,36 +391,36 @@ def test_drive_segmentation_from_backbone_checkpoint(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_name_the_fix() -> None:
-    with pytest.raises(ValueError, match="is 3D but pcrl_resnet18 is 2D"):
-        run_eval(EvalConfig("pcrl_resnet18", "adrenalmnist3d", max_train=8, max_test=8))
+    with pytest.raises(ValueError, match="is 3D but resnet18 is 2D"):
+        run_eval(EvalConfig("resnet18", "adrenalmnist3d", max_train=8, max_test=8))
     with pytest.raises(ValueError, match="robustness is for classification"):
-        run_eval(EvalConfig("pcrl_resnet18", "drive_vessels", robustness=True))
+        run_eval(EvalConfig("resnet18", "drive_vessels", robustness=True))
     with pytest.raises(ValueError, match="multiple of 32"):
-        run_eval(EvalConfig("pcrl_resnet18", "drive_vessels", img_size=100))
+        run_eval(EvalConfig("resnet18", "drive_vessels", img_size=100))
     with pytest.raises(ValueError, match="protocol must be one of"):
-        run_eval(EvalConfig("pcrl_resnet18", "retinamnist", protocol="probe"))
+        run_eval(EvalConfig("resnet18", "retinamnist", protocol="probe"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        run_eval(EvalConfig("pcrl_resnet18", "retinamnist", checkpoint_path="/nonexistent.safetensors"))
+        run_eval(EvalConfig("resnet18", "retinamnist", checkpoint_path="/nonexistent.safetensors"))
     with pytest.raises(ValueError, match="not pooled"):
-        run_eval(EvalConfig("pcrl_unet_resnet18", "retinamnist", img_size=32, max_train=8, max_test=8, seeds=1))
+        run_eval(EvalConfig("unet_resnet18", "retinamnist", img_size=32, max_train=8, max_test=8, seeds=1))
     with pytest.raises(SystemExit):
-        main(["eval", "pcrl_resnet18", "--task", "retinamnist", "--label-fraction", "5"])
+        main(["eval", "resnet18", "--task", "retinamnist", "--label-fraction", "5"])
 
 
 def test_grad_cam(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = zoo.create_model("pcrl_resnet18", num_classes=3).eval()
+    model = zoo.create_model("resnet18", num_classes=3).eval()
     x = torch.randn(2, 3, 64, 64)
     cams, logits = grad_cam(model, x)
     assert cams.shape == (2, 64, 64) and logits.shape == (2, 3)
     assert float(cams.min()) == 0.0 and float(cams.max()) == pytest.approx(1.0)
     other, _ = grad_cam(model, x, target=(logits.argmax(1) + 1) % 3)
     assert not torch.allclose(cams, other)  # another class, another map
-    out = gradcam_figure("pcrl_resnet18", "retinamnist", tmp_path / "cam.png", n_images=2, img_size=64, max_train=40)
+    out = gradcam_figure("resnet18", "retinamnist", tmp_path / "cam.png", n_images=2, img_size=64, max_train=40)
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert gradcam_info(out)[1] == resolve_source("pcrl_resnet18").sha256
+    assert gradcam_info(out)[1] == resolve_source("resnet18").sha256
     section = gradcam_markdown(out)  # the model card quotes the command that drew the figure
-    assert f"zoo gradcam pcrl_resnet18 --task retinamnist -o {out} --n-images 2 --img-size 64 --max-train 40" in section
+    assert f"zoo gradcam resnet18 --task retinamnist -o {out} --n-images 2 --img-size 64 --max-train 40" in section
     assert f"![Grad-CAM]({out})" in section
     plain = tmp_path / "plain.png"
     Image.new("RGB", (4, 4)).save(plain)

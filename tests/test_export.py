@@ -30,8 +30,8 @@ from zoo.export import (
 
 ALL = zoo.list_models()
 # one architecture per distinct network (the six ResNet-18 entries share one, the _small 3D ones differ by width)
-FEATURE_ARCHS = ["pcrl_resnet18", "mocov2_resnet50", "swcl_resnetv2_50x1", "pcrl_unet_resnet18",
-                 "genesis_unet3d", "pcrl_unet3d_seg", "pcrl_unet3d_small"]
+FEATURE_ARCHS = ["resnet18", "resnet50", "resnetv2_50x1_bit", "unet_resnet18",
+                 "unet3d.genesis_chest_ct", "unet3d_seg", "unet3d_small"]
 
 
 def small_size(name: str) -> int:
@@ -80,7 +80,7 @@ def test_features_only_exports_every_level(name: str, tmp_path: Path) -> None:
 def test_genesis_batch_statistics_are_in_the_graph(tmp_path: Path) -> None:
     """Models Genesis' BN normalises with the batch's statistics in eval mode: the ONNX file must too."""
     path = tmp_path / "genesis.onnx"
-    model = zoo.create_model("genesis_unet3d").eval()
+    model = zoo.create_model("unet3d.genesis_chest_ct").eval()
     export_onnx(model, path, input_size=16, batch_size=1)
     x, _ = sample_inputs(model.pretrained_cfg, (1, 16, 16, 16), 2)
     alone = run_ort(path, x[:1])[0]
@@ -94,14 +94,14 @@ def test_genesis_batch_statistics_are_in_the_graph(tmp_path: Path) -> None:
 
 
 def test_pretrained_weights_provenance_in_metadata(tmp_path: Path, register_weights) -> None:
-    source = zoo.create_model("pcrl_unet3d_small")
-    weights = register_weights("pcrl_unet3d_small.test", source.state_dict())
+    source = zoo.create_model("unet3d_small")
+    weights = register_weights("unet3d_small.pcrl_test", source.state_dict())
     path = tmp_path / "m.onnx"
-    export_onnx("pcrl_unet3d_small.test", path, input_size=16)
+    export_onnx("unet3d_small.pcrl_test", path, input_size=16)
     meta = read_metadata(path)
     from zoo._io import sha256_file
 
-    assert meta["model"] == "pcrl_unet3d_small.test" and meta["tag"] == "test"
+    assert meta["model"] == "unet3d_small.pcrl_test" and meta["tag"] == "pcrl_test"
     assert meta["weights"] == "pretrained" and meta["weights_sha256"] == sha256_file(weights)
     cfg = PretrainedCfg.from_dict(json.loads(meta["pretrained_cfg"]))
     assert cfg.intensity.kind == "hu_window" and cfg.sha256 == meta["weights_sha256"]
@@ -113,13 +113,13 @@ def test_pretrained_weights_provenance_in_metadata(tmp_path: Path, register_weig
 
 
 def test_static_batch_and_dynamic_spatial(tmp_path: Path) -> None:
-    static = export_onnx("pcrl_resnet18", tmp_path / "static.onnx", input_size=64, batch_size=2,
+    static = export_onnx("resnet18.pcrl_kermany64", tmp_path / "static.onnx", input_size=64, batch_size=2,
                          dynamic_batch=False)
     assert static.input_shape == (2, 3, 64, 64) and [c.batch_size for c in static.fp32.checks] == [2]
     with pytest.raises(Exception, match="(?i)dimension|shape|got"):
         run_ort(static.path, np.zeros((1, 3, 64, 64), np.float32))
 
-    model = zoo.create_model("pcrl_unet_resnet18").eval()
+    model = zoo.create_model("unet_resnet18").eval()
     seg = export_onnx(model, tmp_path / "seg.onnx", input_size=64, dynamic_spatial=True)
     assert all(isinstance(d, str) for d in (seg.input_shape[0], *seg.input_shape[2:]))
     x, _ = sample_inputs(model.pretrained_cfg, (3, 96, 128), 1)  # another size than exported
@@ -130,7 +130,7 @@ def test_static_batch_and_dynamic_spatial(tmp_path: Path) -> None:
 
 def test_int8_2d_classifier_agrees_with_fp32(tmp_path: Path) -> None:
     path = tmp_path / "int8.onnx"
-    result = export_onnx("pcrl_resnet18", path, input_size=64, quantize="int8", num_classes=2,
+    result = export_onnx("resnet18.pcrl_kermany64", path, input_size=64, quantize="int8", num_classes=2,
                          calibration_data=data_root() / "cxr" / "kermany" / "train" / "NORMAL",
                          calibration_samples=8)
     assert result.int8 is not None and result.int8.passed
@@ -148,7 +148,7 @@ def test_int8_2d_classifier_agrees_with_fp32(tmp_path: Path) -> None:
     assert path.stat().st_size < 0.4 * 4 * 11.2e6  # int8 weights: well under the fp32 size
 
 
-@pytest.mark.parametrize("name", ["genesis_unet3d_small", "pcrl_unet3d_small_seg", "pcrl_unet_resnet18"])
+@pytest.mark.parametrize("name", ["unet3d_small.genesis_ct32", "unet3d_small_seg", "unet_resnet18"])
 def test_int8_segmentation_and_3d(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -165,8 +165,8 @@ def test_int8_segmentation_and_3d(name: str, tmp_path: Path, monkeypatch: pytest
 def int8_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
     tmp = tmp_path_factory.mktemp("pair")
     fp32 = tmp / "fp32.onnx"
-    export_onnx("pcrl_unet3d_small", fp32, input_size=16)
-    cfg = zoo.get_pretrained_cfg("pcrl_unet3d_small")
+    export_onnx("unet3d_small.pcrl_ct32", fp32, input_size=16)
+    cfg = zoo.get_pretrained_cfg("unet3d_small")
     calib, _ = sample_inputs(cfg, (1, 16, 16, 16), 8, "calibrate")
     int8 = tmp / "int8.onnx"
     quantize_onnx(fp32, int8, calib)
@@ -180,13 +180,13 @@ def test_int8_tolerance_failure_is_reported(int8_pair: tuple[Path, Path, np.ndar
     assert ok.passed and 0.98 < ok.cosine < 1.0  # close, but really quantized
     strict = verify_onnx(int8, fp32, x, [1, 2], atol=float("inf"), rtol=0.0, min_cosine=1.0 - 1e-12)
     assert not strict.passed and "FAILED" in strict.summary()
-    assert read_metadata(int8)["model"] == "pcrl_unet3d_small"  # metadata survives quantization
+    assert read_metadata(int8)["model"] == "unet3d_small.pcrl_ct32"  # its default tag; metadata survives quantization
     assert json.loads(read_metadata(int8)["quantization"])["calibration"] == "MinMax"
 
 
 def test_int8_calibration_methods(int8_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     fp32, minmax, x = int8_pair
-    cfg = zoo.get_pretrained_cfg("pcrl_unet3d_small")
+    cfg = zoo.get_pretrained_cfg("unet3d_small")
     calib, _ = sample_inputs(cfg, (1, 16, 16, 16), 8, "calibrate")
     pct = tmp_path / "pct.onnx"
     quantize_onnx(fp32, pct, calib, method="percentile")
@@ -197,11 +197,11 @@ def test_int8_calibration_methods(int8_pair: tuple[Path, Path, np.ndarray], tmp_
     assert any(not np.allclose(scales[0][k], scales[1][k]) for k in scales[0])
     assert verify_onnx(pct, fp32, x, [1], atol=float("inf"), rtol=0.0, min_cosine=0.98).passed
     for bad in (lambda: quantize_onnx(fp32, tmp_path / "bad.onnx", calib, method="mse"),
-                lambda: export_onnx("pcrl_unet3d_small", tmp_path / "bad.onnx", input_size=16, quantize="int8",
+                lambda: export_onnx("unet3d_small.pcrl_ct32", tmp_path / "bad.onnx", input_size=16, quantize="int8",
                                     calibration_method="mse")):
         with pytest.raises(ExportError, match="calibration method must be one of"):
             bad()
-    assert main(["export", "pcrl_unet3d_small", "-o", str(tmp_path / "bad.onnx"), "--int8",
+    assert main(["export", "unet3d_small", "-o", str(tmp_path / "bad.onnx"), "--int8",
                  "--calibration-method", "mse"]) == 2
     assert not (tmp_path / "bad.onnx").exists()
 
@@ -213,7 +213,7 @@ class _Perturbed(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
         self.shift = shift
-        self.pretrained_cfg = zoo.get_pretrained_cfg("pcrl_resnet18")
+        self.pretrained_cfg = zoo.get_pretrained_cfg("resnet18")
         self.in_chans = 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,7 +240,7 @@ class _DataDependent(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
-        self.pretrained_cfg = zoo.get_pretrained_cfg("pcrl_resnet18")
+        self.pretrained_cfg = zoo.get_pretrained_cfg("resnet18")
         self.in_chans = 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,43 +267,43 @@ def test_bad_inputs(tmp_path: Path) -> None:
         with pytest.raises(WeightsNotFoundError, match="zoo convert"):
             export_onnx(official, tmp_path / "m.onnx")
     with pytest.raises(ExportError, match="does not exist; create it"):
-        export_onnx("pcrl_resnet18", tmp_path / "missing" / "m.onnx")
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "missing" / "m.onnx")
     with pytest.raises(ExportError, match="must end with .onnx"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.pt")
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.pt")
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(ExportError, match="is a directory"):
-        export_onnx("pcrl_resnet18", tmp_path / "dir.onnx")
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "dir.onnx")
     with pytest.raises(ExportError, match="quantize must be"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.onnx", quantize="int4")
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.onnx", quantize="int4")
     with pytest.raises(ExportError, match="channel"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.onnx", input_size=(1, 64, 64))
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.onnx", input_size=(1, 64, 64))
     with pytest.raises(ExportError, match="does not fit a 2D model"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.onnx", input_size=(64, 64, 64, 64))
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.onnx", input_size=(64, 64, 64, 64))
     with pytest.raises(ExportError, match="returns one tensor"):
-        export_onnx(zoo.create_model("pcrl_unet3d_small"), tmp_path / "m.onnx", input_size=16, features_only=True)
+        export_onnx(zoo.create_model("unet3d_small"), tmp_path / "m.onnx", input_size=16, features_only=True)
     with pytest.raises(ExportError, match="no zoo pretrained_cfg"):
         export_onnx(nn.Conv2d(3, 3, 1), tmp_path / "m.onnx")
     with pytest.raises(ExportError, match="exporter must be"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.onnx", input_size=32, exporter="tf")
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.onnx", input_size=32, exporter="tf")
     with pytest.raises(ExportError, match="does not run"):
-        export_onnx("pcrl_unet_resnet18", tmp_path / "m.onnx", input_size=40)  # not a multiple of 32
+        export_onnx("unet_resnet18", tmp_path / "m.onnx", input_size=40)  # not a multiple of 32
     with pytest.raises(ExportError, match="no images"):
-        export_onnx("pcrl_resnet18", tmp_path / "m.onnx", input_size=32, quantize="int8",
+        export_onnx("resnet18.pcrl_kermany64", tmp_path / "m.onnx", input_size=32, quantize="int8",
                     calibration_data=tmp_path / "dir.onnx")
     with pytest.raises(ExportError, match="calibration data .* does not exist"):
-        export_onnx("pcrl_unet3d_small", tmp_path / "m.onnx", input_size=16, quantize="int8",
+        export_onnx("unet3d_small.pcrl_ct32", tmp_path / "m.onnx", input_size=16, quantize="int8",
                     calibration_data=tmp_path / "nowhere")
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.onnx"
-    assert main(["export", "pcrl_unet3d_small", "-o", str(out), "--input-size", "16", "--batch-size", "2"]) == 0
+    assert main(["export", "unet3d_small", "-o", str(out), "--input-size", "16", "--batch-size", "2"]) == 0
     printed = capsys.readouterr()
     assert "wrote" in printed.out and "cosine" in printed.out and "-> ok" in printed.out
     assert "[torch.onnx]" not in printed.out + printed.err  # exporter chatter is silenced
-    assert read_metadata(out)["model"] == "pcrl_unet3d_small"
+    assert read_metadata(out)["model"] == "unet3d_small"
     assert main(["export", "nope_net", "-o", str(out)]) == 2
     assert "Unknown model" in capsys.readouterr().err
-    assert main(["export", "pcrl_resnet18", "-o", str(tmp_path / "x" / "m.onnx")]) == 2
+    assert main(["export", "resnet18", "-o", str(tmp_path / "x" / "m.onnx")]) == 2
     assert "mkdir -p" in capsys.readouterr().err

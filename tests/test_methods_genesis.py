@@ -66,7 +66,7 @@ def test_old_and_new_names_build_the_same_network() -> None:
     """genesis_unet3d_small_seg (zoo 0.1) = unet3d_small_seg with Models Genesis' batch-statistics BN."""
     torch.manual_seed(0)
     with pytest.warns(DeprecationWarning):
-        old = ModelsGenesis("genesis_unet3d_small_seg")
+        old = ModelsGenesis("genesis_unet3d_small_seg")  # zoo 0.1 name
     torch.manual_seed(0)
     new = ModelsGenesis("unet3d_small_seg")
     assert old.arch == new.arch == "unet3d_small_seg"

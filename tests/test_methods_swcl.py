@@ -254,7 +254,7 @@ def test_pipeline_reports_heldout_accuracy_and_caches_each_stage(
 # --- the method ------------------------------------------------------------------------------------
 def test_resnetv2_forward_backward_and_head(patch_set) -> None:
     torch.manual_seed(0)
-    method = SWCL("swcl_resnetv2_50x1")
+    method = SWCL("resnetv2_50x1_bit")
     assert [type(m).__name__ for m in method.projector] == ["Linear", "ReLU", "Linear"]
     assert method.projector[0].in_features == method.projector[0].out_features == 2048
     out = method(_batch(patch_set, 2), torch.Generator().manual_seed(0))

@@ -10,7 +10,7 @@ from tests.conftest import small_input
 from zoo.models.unet3d import BatchStatsNorm3d
 
 ARCHS = zoo.list_models()
-SEG = {"pcrl_unet_resnet18", *(a for a in ARCHS if a.endswith("_seg"))}
+SEG = {"unet_resnet18", *(a for a in ARCHS if a.endswith("_seg"))}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -60,7 +60,7 @@ def test_in_chans(arch: str, in_chans: int) -> None:
     assert model.pretrained_cfg.in_chans == in_chans
 
 
-@pytest.mark.parametrize("arch", ["pcrl_resnet18", "pcrl_unet3d", "pcrl_unet_resnet18"])
+@pytest.mark.parametrize("arch", ["resnet18", "unet3d", "unet_resnet18"])
 def test_bad_input_errors_say_what_is_expected(arch: str) -> None:
     model = zoo.create_model(arch).eval()
     x = small_input(arch)
@@ -76,13 +76,13 @@ def test_bad_input_errors_say_what_is_expected(arch: str) -> None:
 
 def test_segmentation_models_need_divisible_sizes() -> None:
     with pytest.raises(zoo.ModelInputError, match="divisible by 8"):
-        zoo.create_model("genesis_unet3d_seg")(torch.randn(1, 1, 16, 16, 12))
+        zoo.create_model("unet3d_seg.genesis_chest_ct")(torch.randn(1, 1, 16, 16, 12))
     with pytest.raises(zoo.ModelInputError, match="divisible by 32"):
-        zoo.create_model("pcrl_unet_resnet18")(torch.randn(1, 3, 48, 48))
+        zoo.create_model("unet_resnet18")(torch.randn(1, 3, 48, 48))
 
 
 def test_3d_unet_matches_the_upstream_layout() -> None:
-    model = zoo.create_model("genesis_unet3d_seg")
+    model = zoo.create_model("unet3d_seg.genesis_chest_ct")
     sd = model.state_dict()
     assert len(sd) == 106
     assert sum(p.numel() for p in model.parameters()) == 19_073_665
@@ -90,25 +90,25 @@ def test_3d_unet_matches_the_upstream_layout() -> None:
                 "up_tr256.up_conv.weight", "up_tr64.ops.1.bn1.bias", "out_tr.final_conv.weight"):
         assert key in sd
     assert sd["up_tr256.ops.0.conv1.weight"].shape[1] == 768
-    noskip = zoo.create_model("pcrlv2_unet3d_seg").state_dict()
+    noskip = zoo.create_model("unet3d_seg.pcrlv2_luna").state_dict()
     assert noskip["up_tr256.ops.0.conv1.weight"].shape[1] == 512
-    encoder = zoo.create_model("pcrl_unet3d").state_dict()
+    encoder = zoo.create_model("unet3d").state_dict()
     assert set(encoder) - {"fc.weight", "fc.bias"} == {k for k in sd if k.startswith("down_tr")}
 
 
 def test_resnet_keys_are_torchvision_keys() -> None:
     from torchvision.models import resnet18, resnet50
 
-    assert set(zoo.create_model("pcrl_resnet18", num_classes=1000).state_dict()) == set(resnet18().state_dict())
-    assert set(zoo.create_model("mocov2_resnet50", num_classes=1000).state_dict()) == set(resnet50().state_dict())
-    unet = zoo.create_model("pcrl_unet_resnet18").state_dict()
+    assert set(zoo.create_model("resnet18", num_classes=1000).state_dict()) == set(resnet18().state_dict())
+    assert set(zoo.create_model("resnet50", num_classes=1000).state_dict()) == set(resnet50().state_dict())
+    unet = zoo.create_model("unet_resnet18").state_dict()
     assert "decoder.blocks.0.conv1.0.weight" in unet and "segmentation_head.0.weight" in unet
     assert unet["decoder.blocks.0.conv1.0.weight"].shape[1] == 512 + 256
     assert unet["decoder.blocks.4.conv1.0.weight"].shape[1] == 32
 
 
 def test_resnetv2_is_bit_with_swcl_weight_standardisation() -> None:
-    model = zoo.create_model("swcl_resnetv2_50x1")
+    model = zoo.create_model("resnetv2_50x1_bit")
     assert model.stem.conv.eps == 1e-10
     assert model.num_features == 2048
     assert isinstance(model.norm, torch.nn.GroupNorm)
@@ -116,7 +116,7 @@ def test_resnetv2_is_bit_with_swcl_weight_standardisation() -> None:
 
 def test_batch_statistics_bn_uses_the_batch_in_eval_and_keeps_its_buffers() -> None:
     torch.manual_seed(0)
-    model = zoo.create_model("genesis_unet3d").eval()
+    model = zoo.create_model("unet3d.genesis_chest_ct").eval()
     norms = [m for m in model.modules() if isinstance(m, BatchStatsNorm3d)]
     assert norms
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -124,7 +124,7 @@ def test_batch_statistics_bn_uses_the_batch_in_eval_and_keeps_its_buffers() -> N
     with torch.no_grad():
         out = model.forward_features(x)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    ref = zoo.create_model("pcrl_unet3d")
+    ref = zoo.create_model("unet3d")
     ref.load_state_dict(model.state_dict())
     ref.train()  # ordinary BN in train mode also normalises with batch statistics
     with torch.no_grad():
@@ -136,8 +136,8 @@ def test_batch_statistics_bn_uses_the_batch_in_eval_and_keeps_its_buffers() -> N
 
 @pytest.mark.parametrize("norm", ["gn", "in"])
 def test_3d_norm_options(norm: str) -> None:
-    model = zoo.create_model("pcrl_unet3d_seg", norm=norm).eval()
+    model = zoo.create_model("unet3d_seg", norm=norm).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 16, 16, 16)).shape == (1, 1, 16, 16, 16)
     with pytest.raises(ValueError, match="norm must be one of"):
-        zoo.create_model("pcrl_unet3d", norm="bogus")
+        zoo.create_model("unet3d", norm="bogus")

@@ -169,25 +169,25 @@ def test_ship_weights_script(xrays: Path, tmp_path: Path) -> None:
     weights.mkdir()
 
     def ship(out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(REPO / "scripts" / "ship_weights.py"), str(out), "simclr_resnet18.t",
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "ship_weights.py"), str(out), "resnet18.simclr_t",
                                "--weights-dir", str(weights), "--records-dir", str(records), *flags],
                               capture_output=True, text=True)
 
     assert "ship the weights first" in ship(a.out, "--record-only").stderr
-    shipped = weights / "simclr_resnet18.t.safetensors"
+    shipped = weights / "resnet18.simclr_t.safetensors"  # a new name: weights/NAME.safetensors
     first = (ship(a.out), shipped.read_bytes())
     assert first[0].returncode == 0 and json.loads(first[0].stdout)["same_run_as_shipped"]
     assert ship(a.out).returncode == 0 and shipped.read_bytes() == first[1]  # not safetensors' hash-map order
     half = load_file(str(shipped))
     assert all(torch.equal(v.half() if v.is_floating_point() else v, half[k]) for k, v in load_file(str(a.weights)).items())
-    record = json.loads((records / "simclr_resnet18.t.json").read_text())
+    record = json.loads((records / "resnet18.simclr_t.json").read_text())
     assert record["source_sha256"] == sha256_file(a.weights) and record["config"]["seed"] == 0
-    assert load_pretrain_log(records / "simclr_resnet18.t.log.jsonl.gz") == load_pretrain_log(a.out / "log.jsonl")
+    assert load_pretrain_log(records / "resnet18.simclr_t.log.jsonl.gz") == load_pretrain_log(a.out / "log.jsonl")
     # a re-run that did not reproduce the file is recorded as such, and the shipped file is left alone
     other = ship(b.out, "--record-only")
     assert other.returncode == 0 and not json.loads(other.stdout)["same_run_as_shipped"]
     assert shipped.read_bytes() == first[1]
-    assert (records / "simclr_resnet18.t.loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (records / "resnet18.simclr_t.loss.png").read_bytes()[:4] == b"\x89PNG"
     run_json = json.loads((b.out / "run.json").read_text())
     (b.out / "run.json").write_text(json.dumps({**run_json, "finished": False}))
     assert "not finished" in ship(b.out).stderr
@@ -218,7 +218,7 @@ def test_init_from_and_bn_only(xrays: Path, tmp_path: Path, register_weights: An
                hparams={"queue_size": 8}, max_steps=1, lr=0.0, weight_decay=0.0)
     assert torch.equal(load_file(str(moco.weights))["conv1.weight"], src["conv1.weight"])
     with pytest.raises(PretrainError, match="--init-from"):
-        run(tmp_path, xrays, "bad", init_from="mocov2_resnet50")  # no weights registered
+        run(tmp_path, xrays, "bad", init_from="resnet50")  # no weights registered
     with pytest.raises(PretrainError, match="needs --init-from"):
         run(tmp_path, xrays, "bad2", bn_only=True)
 

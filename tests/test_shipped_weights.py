@@ -9,6 +9,7 @@ losses and the loss curves, and says whether it is the run that made the shipped
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -18,23 +19,32 @@ from safetensors import safe_open
 import zoo
 from zoo._io import sha256_file
 from zoo.hub import repo_weights_dir
+from zoo.meta.registry import resolve_name
 from zoo.report import (
+    ANCHORS_BLOCK,
+    OVERVIEW_BLOCK,
     card_block,
+    checkpoint_overview_markdown,
     gradcam_info,
     load_pretrain_log,
     model_card_results,
+    published_anchors_markdown,
     results_to_metrics,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file
-                 and (repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file())
+# every network.tag that loads a file in weights/; a file may load under several names (a U-Net file: the encoder
+# network and the encoder-decoder), measured and documented under the first (its results files' name)
+LOADABLE = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file
+                  and (repo_weights_dir() / zoo.get_pretrained_cfg(n).file).is_file())
+SHIPPED = sorted(n for n in LOADABLE if any((ROOT / "results").glob(f"{n}__*.json")))
 
 
 def test_every_file_in_weights_is_registered_and_small() -> None:
     files = sorted(p.name for p in repo_weights_dir().iterdir() if not p.name.startswith("."))
     assert all(f.endswith(".safetensors") for f in files), files
-    assert sorted(zoo.get_pretrained_cfg(n).file for n in SHIPPED) == files
+    assert sorted(zoo.get_pretrained_cfg(n).file for n in SHIPPED) == files  # one measured name per file
+    assert sorted({zoo.get_pretrained_cfg(n).file for n in LOADABLE}) == files
     sizes = [p.stat().st_size for p in repo_weights_dir().glob("*.safetensors")]
     assert max(sizes, default=0) < 50e6 and sum(sizes) < 200e6
 
@@ -53,6 +63,33 @@ def test_shipped_checkpoint_is_hashed_measured_and_documented(name: str) -> None
     assert all(r["checkpoint"]["sha256"] == cfg.sha256 for r in map(_load, results))
     card = (ROOT / "MODEL_CARD.md").read_text()
     assert re.search(rf"^## {re.escape(name)}$", card, re.M), f"MODEL_CARD.md has no '## {name}' section"
+
+
+@pytest.mark.parametrize("name", sorted(set(LOADABLE) - set(SHIPPED)))
+def test_other_names_of_a_shipped_file_share_its_record(name: str) -> None:
+    """``unet_resnet18.pcrl_kermany64`` loads the file of ``resnet18.pcrl_kermany64``: same bytes, same metrics."""
+    cfg = zoo.get_pretrained_cfg(name)
+    measured = [n for n in SHIPPED if zoo.get_pretrained_cfg(n).file == cfg.file]
+    assert len(measured) == 1, f"{cfg.file}: no results under any of its names"
+    first = zoo.get_pretrained_cfg(measured[0])
+    assert (cfg.sha256, cfg.file_size, cfg.metrics) == (first.sha256, first.file_size, first.metrics)
+    assert name in _card_section(measured[0]), f"MODEL_CARD.md's {measured[0]} section must name {name}"
+
+
+def test_model_card_overview_and_anchors_are_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's first table and its published anchors (once per task) are what `zoo report` makes of them."""
+    monkeypatch.chdir(ROOT)
+    assert sorted(json.loads(Path("zoo/meta/catalog/reference_metrics.json").read_text())) == SHIPPED
+    overview = checkpoint_overview_markdown(SHIPPED)
+    assert card_block("MODEL_CARD.md", OVERVIEW_BLOCK) == overview.strip("\n"), (
+        "MODEL_CARD.md's overview table is stale: run the last step of scripts/evaluate_reference.sh")
+    for default in {zoo.get_pretrained_cfg(n).name for n in zoo.list_models() if zoo.get_pretrained_cfg(n).tag}:
+        assert f"| {default} (this one) |" in overview or default not in overview
+    files = sorted(p for n in SHIPPED for p in Path("results").glob(f"{n}__*.json"))
+    assert card_block("MODEL_CARD.md", ANCHORS_BLOCK) == published_anchors_markdown(files).strip("\n")
+    card = Path("MODEL_CARD.md").read_text()
+    for title in re.findall(r"^### (Published anchors on the \S+ test split)$", card, re.M):
+        assert card.count(f"### {title}\n") == 1, f"{title} appears more than once"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -87,7 +124,8 @@ def test_pretraining_record(name: str) -> None:
     assert record["same_run_as_shipped"] == (record["source_sha256"] == record["shipped_source_sha256"])
     run = record["config"]
     assert f"pretrain_reference.sh {Path(run['out']).name} " in cfg.command
-    for flag, value in (("method", run["method"]), ("arch", run["arch"]), ("seed", run["seed"]),
+    arch = resolve_name(run["arch"], warn=False).split(".")[0]  # a run of zoo 0.1 recorded its old name
+    for flag, value in (("method", run["method"]), ("arch", arch), ("seed", run["seed"]),
                         ("epochs", run["epochs"]), ("batch-size", run["batch_size"])):
         assert re.search(rf"--{flag} {value}\b", cfg.command), (flag, value, cfg.command)
     png = f"results/pretraining/{name}.loss.png"
@@ -122,6 +160,4 @@ def _card_section(name: str) -> str:
 
 
 def _load(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())

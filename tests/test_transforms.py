@@ -21,33 +21,33 @@ def _xray() -> Image.Image:
 
 
 def test_resolve_data_config_from_name_model_and_overrides() -> None:
-    cfg = zoo.resolve_data_config("mocov2_resnet50")
+    cfg = zoo.resolve_data_config("resnet50")
     assert cfg.input_size == (3, 224, 224) and cfg.intensity.mean == IMAGENET_MEAN
-    model = zoo.create_model("mocov2_resnet50", in_chans=1)
+    model = zoo.create_model("resnet50", in_chans=1)
     assert zoo.resolve_data_config(model).in_chans == 1
-    assert zoo.resolve_data_config("mocov2_resnet50", input_size=(3, 64, 64)).input_size == (3, 64, 64)
+    assert zoo.resolve_data_config("resnet50", input_size=(3, 64, 64)).input_size == (3, 64, 64)
     # a shipped checkpoint carries the preprocessing it was trained with
-    assert zoo.resolve_data_config("pcrl_resnet18").input_size == (3, 64, 64)
+    assert zoo.resolve_data_config("resnet18").input_size == (3, 64, 64)
     with pytest.raises(TypeError, match="unknown data config"):
-        zoo.resolve_data_config("mocov2_resnet50", size=3)
+        zoo.resolve_data_config("resnet50", size=3)
     with pytest.raises(TypeError, match="needs a zoo model"):
         zoo.resolve_data_config(42)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_real_xray_pil_in_both_modes(mode: str) -> None:
-    tf = zoo.create_transform(zoo.resolve_data_config("pcrl_resnet18", input_size=(3, 96, 96)))
+    tf = zoo.create_transform(zoo.resolve_data_config("resnet18", input_size=(3, 96, 96)))
     x = tf(_xray().convert(mode))
     assert x.shape == (3, 96, 96) and x.dtype == torch.float32
     # grey X-ray replicated to 3 channels, normalised with ImageNet statistics
     assert torch.allclose((x[0] * 0.229 + 0.485), (x[1] * 0.224 + 0.456), atol=1e-5)
-    model = zoo.create_model("pcrl_resnet18", num_classes=2).eval()
+    model = zoo.create_model("resnet18", num_classes=2).eval()
     with torch.no_grad():
         assert model(x[None]).shape == (1, 2)
 
 
 def test_numpy_tensor_and_grayscale_models() -> None:
-    tf1 = zoo.create_transform(zoo.create_model("mocov2_resnet50", in_chans=1))
+    tf1 = zoo.create_transform(zoo.create_model("resnet50", in_chans=1))
     arr = np.asarray(_xray().convert("RGB"))
     a = tf1(arr)
     assert a.shape == (1, 224, 224)
@@ -58,7 +58,7 @@ def test_numpy_tensor_and_grayscale_models() -> None:
 
 def test_float_images_outside_unit_range_warn_once(caplog) -> None:
     _warned.clear()
-    tf = zoo.create_transform("pcrl_resnet18", input_size=(3, 32, 32))
+    tf = zoo.create_transform("resnet18", input_size=(3, 32, 32))
     with caplog.at_level(logging.WARNING):
         tf(np.full((40, 40), 200.0, dtype=np.float32))
         tf(np.full((40, 40), 200.0, dtype=np.float32))
@@ -68,18 +68,18 @@ def test_float_images_outside_unit_range_warn_once(caplog) -> None:
 def test_real_ct_volume_resampled_windowed_and_never_cropped() -> None:
     path = data_root() / "ct" / "volumes" / "lungdx_a0001_series3.nii.gz"
     with pytest.raises(ValueError, match="zoo predict"):  # (108, 108, 40) voxels at 4 x 4 x 8 mm: too large
-        zoo.create_transform("pcrl_unet3d", voxel_spacing=(4.0, 4.0, 8.0))(path)
-    tf = zoo.create_transform("pcrl_unet3d", voxel_spacing=(8.0, 8.0, 10.0))
+        zoo.create_transform("unet3d", voxel_spacing=(4.0, 4.0, 8.0))(path)
+    tf = zoo.create_transform("unet3d", voxel_spacing=(8.0, 8.0, 10.0))
     x = tf(path)
     assert x.shape == (1, 64, 64, 32)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
     with torch.no_grad():
-        assert zoo.create_model("pcrl_unet3d", num_classes=2).eval()(x[None]).shape == (1, 2)
+        assert zoo.create_model("unet3d", num_classes=2).eval()(x[None]).shape == (1, 2)
 
 
 def test_volume_pad_and_already_normalised_warning(caplog) -> None:
     _warned.clear()
-    tf = zoo.create_transform("genesis_unet3d", input_size=(1, 16, 16, 8))
+    tf = zoo.create_transform("unet3d.genesis_chest_ct", input_size=(1, 16, 16, 8))
     with caplog.at_level(logging.WARNING):
         x = tf(np.random.default_rng(0).random((10, 14, 4)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
     assert x.shape == (1, 16, 16, 8)

@@ -46,8 +46,10 @@ from ..data.sampling import stratified_subset
 from ..data.transforms import DataConfig, _apply_intensity, create_transform
 from ..hub import ResolvedWeights, cache_dir, record_checkpoint, resolve_weights_record
 from ..meta.cfg import Intensity, PretrainedCfg
-from ..meta.registry import get_arch_entry, get_pretrained_cfg
+from ..meta.registry import get_pretrained_cfg
 from ..models.builder import create_model
+from ..models.resnet import ResNet
+from ..models.unet2d import UNetResNet
 from ..train.schedules import warmup_cosine_lambda
 from .metrics import classification_metrics, segmentation_metrics, summarize
 from .probe import L2_GRID, LogisticRegression
@@ -193,25 +195,26 @@ def build_classifier(source: CheckpointSource, arm: str, num_classes: int, seed:
 def build_segmentation_model(source: CheckpointSource, arm: str, seed: int, num_classes: int = 1) -> nn.Module:
     """A 2D U-Net with a ``num_classes`` head built from the checkpoint.
 
-    A ``pcrl_unet_resnet18`` checkpoint loads encoder and decoder; a 2D ResNet backbone checkpoint
-    (any method) becomes the encoder of ``pcrl_unet_resnet18`` (same depth) with a new decoder.
+    A 2D U-Net checkpoint (``unet_resnet18.*``) loads encoder and decoder; a 2D ResNet backbone checkpoint
+    (any method) becomes the encoder of ``unet_resnet18`` (same depth) with a new decoder. Which one it is
+    comes from the network itself (its class), not from its name.
     """
-    _, module, _ = get_arch_entry(source.name)
+    with torch.random.fork_rng(devices=[]):  # look at the network without moving the seeded random state
+        network = type(create_model(source.name, pretrained=False))
     torch.manual_seed(seed)
     load = _load_kwargs(source, arm)
-    if module == "zoo.models.unet2d":
+    if source.cfg.spatial_dims == 2 and issubclass(network, UNetResNet):
         return create_model(source.name, num_classes=num_classes, **load)
-    if module == "zoo.models.resnet":
+    if source.cfg.spatial_dims == 2 and issubclass(network, ResNet):
         depth = int(source.cfg.arch_kwargs.get("depth", 18))
-        seg = create_model("pcrl_unet_resnet18", num_classes=num_classes, depth=depth,
-                           in_chans=source.cfg.in_chans)
+        seg = create_model("unet_resnet18", num_classes=num_classes, depth=depth, in_chans=source.cfg.in_chans)
         if arm == "pretrained":
             backbone = create_model(source.name, num_classes=0, **load)
             seg.encoder.load_state_dict(backbone.state_dict(), strict=True)
         return seg
     raise ValueError(
-        f"no 2D segmentation model can be built from {source.name} ({module}); use a 2D ResNet backbone "
-        "(e.g. pcrl_resnet18) or pcrl_unet_resnet18"
+        f"no 2D segmentation model can be built from {source.name} ({network.__name__}, "
+        f"{source.cfg.spatial_dims}D); use a 2D ResNet backbone (e.g. resnet18.pcrl_kermany64) or unet_resnet18"
     )
 
 
@@ -273,7 +276,7 @@ def extract_features(model: nn.Module, images: torch.Tensor | np.ndarray, prep: 
     if feats.ndim != 2:
         raise ValueError(
             f"the model returns {feats.ndim}D outputs, not pooled (N, D) features: use a backbone "
-            "(e.g. pcrl_resnet18, pcrl_unet3d), not a segmentation model, for classification tasks"
+            "(e.g. resnet18, unet3d_small), not a segmentation model, for classification tasks"
         )
     if path is not None:
         def save(tmp: Path) -> None:

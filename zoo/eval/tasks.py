@@ -85,7 +85,7 @@ class Task:
     def check_model(self, spatial_dims: int, model_name: str) -> None:
         """Raise ValueError when the model's dimensionality does not fit the task."""
         if spatial_dims != self.spatial_dims:
-            hint = "a 3D model such as pcrl_unet3d" if self.spatial_dims == 3 else "a 2D model such as pcrl_resnet18"
+            hint = "a 3D model such as unet3d_small" if self.spatial_dims == 3 else "a 2D model such as resnet18"
             raise ValueError(f"task {self.name} is {self.spatial_dims}D but {model_name} is {spatial_dims}D; use {hint}")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..meta.cfg import PretrainedCfg, cfg_from_config_dict
+from ..meta.registry import resolve_name, split_model_name
 from .integrity import verify_file
 from .paths import _COMMIT, CONFIG_NAME, HUB_PREFIXES, WEIGHTS_NAME, WeightsNotFoundError
 from .resolve import ResolvedWeights, resolve_weights, resolve_weights_record
@@ -50,7 +51,17 @@ def _cfg_from_config(config: dict[str, Any], where: str) -> PretrainedCfg:
         arch = config.get("architecture")
         hint = f" It describes a timm model ({arch}): load it with timm.create_model('{where}')." if arch else ""
         raise ValueError(f"{where}: config.json has no 'zoo' block, so it was not written by zoo.save_for_hf.{hint}")
-    return cfg_from_config_dict(block["pretrained_cfg"], f"{where}: config.json", require_sha256=True)
+    return _current_name(cfg_from_config_dict(block["pretrained_cfg"], f"{where}: config.json", require_sha256=True))
+
+
+def _current_name(cfg: PretrainedCfg) -> PretrainedCfg:
+    """A config written by zoo 0.1 names an old architecture (``pcrl_resnet18``): resolve it to its network
+    (and ``old.tag`` to ``network.method_tag``) with a DeprecationWarning, keeping the recorded arch_kwargs."""
+    new = resolve_name(cfg.name)
+    if new == cfg.name:
+        return cfg
+    network, tag = split_model_name(new)
+    return cfg.replace(architecture=network, tag=tag if cfg.tag else "")
 
 
 def _snapshot_commit(path: Path) -> str | None:

@@ -118,7 +118,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
 def register_pretrained(name: str, *, default: bool = False, **fields: Any) -> PretrainedCfg:
     """Register the weights ``network.tag``: ``fields`` overlay the network's defaults.
 
-    ``default=True`` makes this tag what the bare network name loads. An old name (``pcrl_resnet18.x``)
+    ``default=True`` makes this tag what the bare network name loads. A zoo 0.1 name (``pcrl_resnet18.x``)
     registers ``resnet18.pcrl_x`` with the method and network kwargs the old name implied.
     """
     arch_name, tag = split_model_name(name)
@@ -212,21 +212,47 @@ def _all_names(pretrained: bool) -> list[str]:
     return names
 
 
+MetaFilter = str | Iterable[str] | None
+
+
+def _patterns(value: str | Iterable[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _meta_hit(cfg: PretrainedCfg, filters: dict[str, list[str]]) -> bool:
+    """True when every metadata field of ``cfg`` matches one of its patterns (wildcards, case-insensitive)."""
+    return all(any(fnmatch.fnmatch(str(getattr(cfg, key)).lower(), p.lower()) for p in pats)
+               for key, pats in filters.items())
+
+
 def list_models(
     filter: str | Iterable[str] = "*",
     pretrained: bool = False,
     exclude_filters: str | Iterable[str] = (),
+    *,
+    method: MetaFilter = None,
+    modality: MetaFilter = None,
+    pretrain_data: MetaFilter = None,
 ) -> list[str]:
     """Sorted names matching the wildcard ``filter`` (one pattern or several).
 
-    With ``pretrained=True`` the result lists every ``arch.tag`` that has weights; otherwise the
-    architecture names.
+    With ``pretrained=True`` the result lists every ``network.tag`` that has weights; otherwise the
+    networks. ``method``, ``modality`` and ``pretrain_data`` filter on the weights' metadata (wildcards
+    allowed, case-insensitive, one value or several): a network matches when one of its weight tags does.
+    Old (aliased) names are never listed.
     """
     _ensure_catalog()
-    includes = [filter] if isinstance(filter, str) else list(filter)
-    excludes = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    includes = _patterns(filter)
+    excludes = _patterns(exclude_filters)
+    meta = {key: _patterns(value) for key, value in
+            (("method", method), ("modality", modality), ("pretrain_data", pretrain_data)) if value is not None}
     with _lock:
-        names = _all_names(pretrained)
+        if pretrained:
+            names = [cfg.name for arch in _archs.values() for cfg in arch.tags.values()
+                     if cfg.has_weights and _meta_hit(cfg, meta)]
+        else:
+            names = [arch.name for arch in _archs.values()
+                     if not meta or any(cfg.has_weights and _meta_hit(cfg, meta) for cfg in arch.tags.values())]
 
     def hit(name: str, patterns: list[str]) -> bool:
         arch = split_model_name(name)[0]
@@ -235,9 +261,17 @@ def list_models(
     return sorted(n for n in names if hit(n, includes) and not hit(n, excludes))
 
 
-def list_pretrained(filter: str | Iterable[str] = "*", exclude_filters: str | Iterable[str] = ()) -> list[str]:
-    """Every ``arch.tag`` with registered weights."""
-    return list_models(filter, pretrained=True, exclude_filters=exclude_filters)
+def list_pretrained(
+    filter: str | Iterable[str] = "*",
+    exclude_filters: str | Iterable[str] = (),
+    *,
+    method: MetaFilter = None,
+    modality: MetaFilter = None,
+    pretrain_data: MetaFilter = None,
+) -> list[str]:
+    """Every ``network.tag`` with registered weights, filtered as :func:`list_models` does."""
+    return list_models(filter, pretrained=True, exclude_filters=exclude_filters, method=method,
+                       modality=modality, pretrain_data=pretrain_data)
 
 
 def is_model(name: str) -> bool:

@@ -8,6 +8,9 @@
 - :func:`plot_label_fractions`: a PNG of the headline metric vs label fraction (matplotlib, Agg);
 - :func:`gradcam_markdown`: a ``zoo gradcam`` figure with the command that drew it;
 - :func:`model_card_results`: all of it as one markdown block; :func:`update_card` puts it in MODEL_CARD.md;
+- :func:`checkpoint_overview_markdown`: the card's first table, "which checkpoint for what" (the best measured
+  checkpoint per task, protocol, label fraction and input, from the registry metrics, with its results file);
+- :func:`published_anchors_markdown`: the published anchors once, one section per task (not in every block);
 - :func:`load_pretrain_log` / :func:`plot_pretrain_log`: a ``zoo pretrain`` step log and its loss curves.
 """
 
@@ -35,6 +38,10 @@ __all__ = [
     "gradcam_info",
     "gradcam_markdown",
     "model_card_results",
+    "checkpoint_overview_markdown",
+    "published_anchors_markdown",
+    "OVERVIEW_BLOCK",
+    "ANCHORS_BLOCK",
     "card_markers",
     "update_card",
     "card_block",
@@ -281,17 +288,19 @@ def gradcam_markdown(png: str | os.PathLike[str]) -> str:
 
 def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: str | None = None,
                        gradcam_path: str | None = None) -> str:
-    """Markdown for a MODEL_CARD.md section: results table, anchors per task, plot, Grad-CAM, robustness."""
+    """Markdown for a MODEL_CARD.md section: results table, commands, plot, Grad-CAM, robustness.
+
+    The published anchors of its tasks are in the card once (:func:`published_anchors_markdown`), not here.
+    """
     results = load_results(items)
     parts = ["### Results (mean ± std over seeds; each row is a pair with random init, same protocol and budget)",
              "", results_table_markdown(results)]
     commands = list(dict.fromkeys(r["command"] for r in sorted(results, key=_order)))  # in the table's order
-    parts += ["Commands:", "", "```", *commands, "```", ""]
-    for task in sorted({r["task"] for r in results}):
-        metrics = next(r["metrics"] for r in results if r["task"] == task)
-        table = anchors_table_markdown(task, metrics)
-        if table:
-            parts += [f"### Published anchors on the {task} test split", "", table]
+    parts += [f"Commands{_old_names_note(commands)}:", "", "```", *commands, "```", ""]
+    tasks = sorted({r["task"] for r in results if anchors_for(r["task"])})
+    if tasks:
+        parts += ["Published anchors on the same test split" + ("s" if len(tasks) > 1 else "") + ": "
+                  + ", ".join(f"[{t}](#{_anchor_id(t)})" for t in tasks) + " (one table per task, above).", ""]
     if plot_path:
         parts += [f"![metric vs label fraction]({plot_path})", ""]
     if gradcam_path:
@@ -300,6 +309,95 @@ def model_card_results(items: ResultsLike | Iterable[ResultsLike], plot_path: st
     if rob:
         parts += ["### Robustness", "", rob]
     return "\n".join(parts)
+
+
+OVERVIEW_BLOCK = "overview"  # card_markers(OVERVIEW_BLOCK): the "which checkpoint for what" table
+ANCHORS_BLOCK = "anchors"  # card_markers(ANCHORS_BLOCK): the published anchors, one section per task
+
+
+def _anchor_title(task: str) -> str:
+    return f"Published anchors on the {task} test split"
+
+
+def _anchor_id(task: str) -> str:
+    """The GitHub heading id of :func:`_anchor_title` (lower case, spaces -> '-', '_' kept)."""
+    return _anchor_title(task).lower().replace(" ", "-")
+
+
+def published_anchors_markdown(items: ResultsLike | Iterable[ResultsLike]) -> str:
+    """One section per task of ``items``: the published anchors for the task's metrics (with sources)."""
+    results = load_results(items)
+    parts = []
+    for task in sorted({r["task"] for r in results}):
+        metrics = next(r["metrics"] for r in results if r["task"] == task)
+        table = anchors_table_markdown(task, metrics)
+        if table:
+            parts += [f"### {_anchor_title(task)}", "", table]
+    return "\n".join(parts)
+
+
+def _old_names_note(commands: Iterable[str]) -> str:
+    """`` (as run: OLD is zoo 0.1's name of NEW)`` when recorded commands use names that are aliases now."""
+    from ..meta.registry import list_aliases, resolve_name
+
+    aliases = set(list_aliases())
+    old = sorted({w for c in commands for w in c.split() if w.split(".")[0] in aliases})
+    if not old:
+        return ""
+    return " (as they were run: " + ", ".join(f"`{o}` is zoo 0.1's name of `{resolve_name(o, warn=False)}`"
+                                               for o in old) + ")"
+
+
+def _headline(res: dict[str, Any]) -> str:
+    return res["metrics"][0]
+
+
+def checkpoint_overview_markdown(names: Iterable[str], results_dir: str | os.PathLike[str] = "results") -> str:
+    """"Which checkpoint for what": for each task, protocol, label fraction (1% and 100%) and input size, the
+    checkpoint of ``names`` with the best measured headline metric (registry ``metrics``), with the results
+    file it comes from and the default tag of its network.
+
+    Each metrics entry must have its results file in ``results_dir`` (``NAME__*.json``, the same
+    ``task/protocol/labels/input`` key and numbers), so that every number has a file behind it.
+    """
+    from ..meta.registry import get_pretrained_cfg, get_tags
+
+    best: dict[tuple[str, str, float, tuple[int, ...]], tuple[float, str, dict[str, Any], dict[str, Any], str]] = {}
+    for name in names:
+        cfg = get_pretrained_cfg(name)
+        files = {results_key(res): (str(path), res) for path in sorted(Path(results_dir).glob(f"{name}__*.json"))
+                 for res in load_results(path)}
+        for key, entry in cfg.metrics.items():
+            if key not in files:
+                raise ValueError(f"{name}: no results file in {results_dir} for its metrics {key!r}; measure it "
+                                 f"with `bash scripts/evaluate_reference.sh {name}`")
+            path, res = files[key]
+            m = _headline(res)
+            if _r(res["runs"]["pretrained"]["mean"][m]) != entry[m]:
+                raise ValueError(f"{name}: the registry metrics {key!r} differ from {path}: "
+                                 "`zoo report --metrics` writes them")
+            if res["label_fraction"] not in (0.01, 1.0):
+                continue
+            group = (res["task"], res["protocol"], res["label_fraction"], tuple(res["input_size"][1:]))
+            score = (entry[m], name)
+            if group not in best or score > best[group][:2]:
+                best[group] = (entry[m], name, entry, res, path)
+    lines = ["| task | modality | protocol | labels | input | best checkpoint | result (mean ± std over seeds) | "
+             "random init | results file | default tag of the network |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, protocol, fraction, _), (_, name, entry, res, path) in sorted(
+            best.items(), key=lambda kv: (get_pretrained_cfg(kv[1][1]).modality, kv[0])):
+        cfg = get_pretrained_cfg(name)
+        m = _headline(res)
+        default = get_tags(cfg.architecture)[1]
+        default_text = f"{cfg.architecture}.{default}" if default else "none"
+        if default == cfg.tag:
+            default_text += " (this one)"
+        lines.append(
+            f"| {task} | {cfg.modality} | {protocol} | {_pct(fraction)} | {_input(res)} | {name} | "
+            f"{m.upper()} {_fmt(entry[m], entry[f'{m}_std'])} ({entry['seeds']} seeds) | "
+            f"{_fmt(entry['random_init'][m], entry['random_init'][f'{m}_std'])} | [{Path(path).name}]({path}) | "
+            f"{default_text} |")
+    return "\n".join(lines) + "\n"
 
 
 def card_markers(name: str) -> tuple[str, str]:
