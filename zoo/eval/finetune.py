@@ -462,7 +462,7 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
 
     def tensors(spec: UserData) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         ims, masks = load_image_mask_pairs(spec, config.scale)
-        xs = [prep.normalise((torch.from_numpy(im).permute(2, 0, 1).float() / 255.0)[None])[0] for im in ims]
+        xs = [prep.normalise((torch.from_numpy(im.copy()).permute(2, 0, 1).float() / 255.0)[None])[0] for im in ims]
         return xs, [torch.from_numpy(m)[None].float() for m in masks]
 
     tx, ty = tensors(train)
