@@ -207,3 +207,37 @@ def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path:
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
+
+
+def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
+        tmp_path: Path, register_weights: Callable[..., Path]) -> None:
+    torch.manual_seed(0)
+    backbone = zoo.create_model("genesis_unet3d", width=4)
+    register_weights("genesis_unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
+                     input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
+    rng = np.random.default_rng(4)
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+    for i, shape in enumerate([(20, 18, 12), (24, 16, 10), (18, 18, 14)]):
+        lab = np.zeros(shape, np.int16)
+        lab[2:8, 3:9, 2:6] = 1
+        lab[10:16, 8:14, 5:9] = 2
+        vol = (rng.normal(-500, 100, shape) + 400 * lab).astype(np.int16)
+        aff = np.diag([1.5, 1.5, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "images" / f"ct{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(tmp_path / "labels" / f"ct{i}.nii.gz"))
+    cfg = FinetuneConfig(model="genesis_unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
+                         batch_size=2, progress=False, val_fraction=0.34)
+    rec = run_finetune(cfg).record
+    assert rec["data"]["format"] == "nifti-pairs" and rec["start"]["arm"] == "pretrained"
+    assert len(rec["val_metrics"]["dice_per_class"]) == 2 and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
+    assert model.pretrained_cfg.label_names == ("background", "label_1", "label_2")
+    # the network it started from: the registered encoder in a new segmentation U-Net
+    from zoo.eval.finetune import _segmentation_model_3d
+    from zoo.eval.harness import resolve_source
+
+    start = _segmentation_model_3d(resolve_source("genesis_unet3d.tiny"), "pretrained", 3, seed=0).state_dict()
+    enc = {k: v for k, v in backbone.state_dict().items() if k.startswith("down_tr")}
+    assert enc and all(torch.equal(start[k], v) for k, v in enc.items())
+    assert start["out_tr.final_conv.weight"].shape[0] == 3

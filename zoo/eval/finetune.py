@@ -451,9 +451,8 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
     """Fine-tune a 2D U-Net (:func:`~zoo.eval.harness.build_segmentation_model`) on image/mask pairs of
     any size: random ``img_size`` crops (images smaller than the crop are padded), whole-image
     inference (padded to a multiple of 32) on validation; Dice at 0.5, pooled over validation pixels."""
-    if train.spatial_dims != 2:
-        raise FinetuneError("3D segmentation fine-tuning (NIfTI image/label pairs) is not available yet; the "
-                            "reader exists (zoo.data.userdata.load_volume_pairs)")
+    if train.spatial_dims == 3:
+        return train_segmentation_3d(source, arm, train, val, config, seed, state_path)
     s = config.img_size or 128
     if s % 32:
         raise FinetuneError(f"segmentation crops must be a multiple of 32 px (U-Net), got --img-size {s}")
@@ -534,6 +533,149 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
             "n_train": len(tx), "n_val": len(vx), "prep": prep}
 
 
+def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -> nn.Module:
+    """A 3D U-Net with a ``num_classes`` head: a ``*_seg`` checkpoint loads encoder and decoder; an
+    encoder checkpoint (``X``) becomes the encoder of ``X_seg`` (same width and norm) with a new decoder."""
+    from ..meta.registry import UnknownModelError, get_arch_entry
+    from ..models.builder import create_model
+
+    cfg = source.cfg
+    if get_arch_entry(source.name)[1] != "zoo.models.unet3d":
+        raise FinetuneError(f"3D segmentation needs a 3D U-Net checkpoint (e.g. pcrl_unet3d_small.ct32); "
+                            f"{source.name} is not one")
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in cfg.arch_kwargs.items() if k in ("width", "norm", "gn_groups", "decoder")}
+    if cfg.architecture.endswith("_seg"):
+        load = {} if arm == "random_init" else (
+            {"checkpoint_path": source.checkpoint_path} if source.checkpoint_path else {"pretrained": True})
+        return create_model(source.name, num_classes=num_classes, **load)
+    seg_arch = f"{cfg.architecture}_seg"
+    try:
+        seg = create_model(seg_arch, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
+    except UnknownModelError as err:
+        raise FinetuneError(f"{source.name}: no segmentation network {seg_arch} to put its encoder in") from err
+    if arm == "pretrained":
+        enc = build_classifier(source, arm, num_classes=0, seed=seed).state_dict()
+        missing, unexpected = seg.load_state_dict(enc, strict=False)
+        if unexpected or any(k.startswith("down_tr") for k in missing):
+            raise FinetuneError(f"{source.name}'s encoder does not fit {seg_arch}: {unexpected or missing}")
+        torch.manual_seed(seed)
+    return seg
+
+
+def _tiles(shape: tuple[int, ...], cube: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Non-overlapping cubes covering a volume padded up to a multiple of ``cube`` (nothing left out)."""
+    ranges = [range(0, math.ceil(n / c) * c, c) for n, c in zip(shape, cube, strict=True)]
+    return [tuple(slice(o, o + c) for o, c in zip(origin, cube, strict=True))
+            for origin in np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3).tolist()]
+
+
+def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
+                          seed: int = 0, state_path: Path | None = None) -> dict[str, Any]:
+    """Fine-tune a 3D U-Net on NIfTI image / label-map pairs (labels 0..K-1, 0 = background).
+
+    Volumes are reoriented to RAS, resampled to the checkpoint's spacing and HU-windowed; training
+    uses random cubes of the checkpoint's input size (``img_size``: a cube edge); validation covers
+    each whole volume with non-overlapping cubes (zero-padded at the far edges). Cross-entropy +
+    soft Dice; mean foreground Dice on validation."""
+    from ..data.userdata import load_volume_pairs
+
+    cfg = source.cfg
+    cube = (config.img_size,) * 3 if config.img_size else tuple(cfg.input_size[1:])
+    if any(c % 8 for c in cube):
+        raise FinetuneError(f"3D U-Net cubes must be multiples of 8 voxels, got {cube}")
+    hu = (cfg.intensity.hu_min, cfg.intensity.hu_max) if cfg.intensity.kind == "hu_window" else None
+    tv, tl = load_volume_pairs(train, cfg.voxel_spacing, hu)
+    vv, vl = load_volume_pairs(val, cfg.voxel_spacing, hu)
+    k = int(max(int(lab.max()) for lab in tl + vl)) + 1
+    if k < 2:
+        raise DatasetError(f"{train.source}: every label map is all zero; segmentation needs foreground labels")
+    model = _segmentation_model_3d(source, arm, k, seed).to(memory_format=torch.channels_last_3d)
+    groups = _param_groups(model, config.lr, config.layer_decay, False, head="out_tr")
+    if config.freeze_encoder:
+        for name, p in model.named_parameters():
+            if name.startswith("down_tr"):
+                p.requires_grad_(False)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "decoder"}]
+    steps = max(1, math.ceil(len(tv) * 8 / config.batch_size))
+    holder: dict[str, Any] = {}
+
+    def padded(v: torch.Tensor) -> torch.Tensor:
+        pads = [max(0, c - n) for n, c in zip(v.shape, cube, strict=True)]
+        return F.pad(v, [x for p in reversed(pads) for x in (0, p)]) if any(pads) else v
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits, 1)
+        onehot = F.one_hot(y, k).movedim(-1, 1).float()
+        inter = (p * onehot).sum((0, 2, 3, 4))[1:]
+        denom = (p + onehot).sum((0, 2, 3, 4))[1:]
+        return F.cross_entropy(logits, y) + 1.0 - ((2 * inter + 1) / (denom + 1)).mean()
+
+    def train_epoch(g: torch.Generator) -> float:
+        total = 0.0
+        for _ in range(steps):
+            xb, yb = [], []
+            for i in torch.randint(len(tv), (config.batch_size,), generator=g).tolist():
+                v, lab = padded(tv[i]), padded(tl[i])
+                o = [int(torch.randint(n - c + 1, (1,), generator=g)) for n, c in zip(v.shape, cube, strict=True)]
+                sl = tuple(slice(a, a + c) for a, c in zip(o, cube, strict=True))
+                xb.append(v[sl].float()[None] / 255.0)
+                yb.append(lab[sl])
+            x, y = torch.stack(xb), torch.stack(yb)
+            loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last_3d)), y)
+            opt, sched = holder["opt"], holder["sched"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        return total / steps
+
+    def predict(v: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        full = [math.ceil(n / c) * c for n, c in zip(v.shape, cube, strict=True)]
+        x = F.pad(v.float() / 255.0, [p for n, f in zip(reversed(v.shape), reversed(full), strict=True)
+                                      for p in (0, f - n)])
+        out = torch.zeros((k, *full))
+        with torch.no_grad():
+            for sl in _tiles(tuple(v.shape), cube):
+                out[(slice(None), *sl)] = model(x[sl][None, None])[0]
+        return out[(slice(None), *(slice(0, n) for n in v.shape))]
+
+    def dice_per_class(pred: torch.Tensor, lab: torch.Tensor) -> list[float | None]:
+        out: list[float | None] = []
+        for c in range(1, k):
+            a, b = pred == c, lab == c
+            denom = int(a.sum() + b.sum())
+            out.append(2.0 * int((a & b).sum()) / denom if denom else None)
+        return out
+
+    def evaluate() -> tuple[float, list[float | None]]:
+        losses, dices = [], []
+        for v, lab in zip(vv, vl, strict=True):
+            logits = predict(v)
+            losses.append(float(loss_fn(logits[None], lab[None])))
+            dices.append(dice_per_class(logits.argmax(0), lab))
+        per_class = [float(np.mean(d)) if (d := [x[c] for x in dices if x[c] is not None]) else None
+                     for c in range(k - 1)]
+        return float(np.mean(losses)), per_class
+
+    def validate() -> dict[str, Any]:
+        loss, per_class = evaluate()
+        present = [d for d in per_class if d is not None]
+        return {"val_loss": loss, "val_dice": float(np.mean(present)) if present else 0.0}
+
+    run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
+                      f"{arm} seed {seed}", False, holder)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
+    loss, per_class = evaluate()
+    present = [d for d in per_class if d is not None]
+    metrics = {"dice": float(np.mean(present)) if present else 0.0, "dice_per_class": per_class, "loss": loss}
+    return {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "softmax", "rule": "argmax"},
+            "n_train": len(tv), "n_val": len(vv), "num_classes": k, "cube": cube}
+
+
 # --- the whole run -------------------------------------------------------------------------------------------
 def _cpu_model() -> str:
     try:
@@ -588,8 +730,7 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None) -> Finet
     state_path = out / STATE_NAME
     if data.kind == "segmentation":
         result = train_segmentation(source, arm, train, val, config, config.seed, state_path)
-        size: tuple[int, ...] = (config.img_size or 128,) * 2
-        prep = result["prep"]
+        size: tuple[int, ...] = result["cube"] if data.spatial_dims == 3 else (config.img_size or 128,) * 2
     else:
         size = (config.img_size,) * cfg.spatial_dims if config.img_size else tuple(cfg.input_size[1:])
         prep = Preprocess(resolve_data_config(cfg, input_size=(cfg.in_chans, *size)))
@@ -631,7 +772,10 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None) -> Finet
                                   "and the decision threshold: an optimistic estimate")
     # the fine-tuned model's config: the checkpoint's, with the head, its names and its input
     base = model.pretrained_cfg
-    label_names = data.classes if data.kind != "segmentation" else ("foreground",)
+    label_names = data.classes
+    if data.kind == "segmentation":
+        label_names = ("background", *(f"label_{c}" for c in range(1, result.get("num_classes", 2)))) \
+            if data.spatial_dims == 3 else ("foreground",)
     start_desc = f"{config.model} (sha256 {source.sha256})" if arm == "pretrained" else f"{cfg.architecture} (random init)"
     model.pretrained_cfg = base.replace(
         tag="finetuned", label_names=tuple(label_names), decision=result["decision"],
