@@ -16,9 +16,14 @@ from PIL import Image
 
 import zoo
 from zoo import cli
-from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose_threshold, run_finetune
+from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose_threshold
+from zoo.eval.finetune import run_finetune as _run_finetune
 
 SIZE = 32
+
+
+def run_finetune(config: FinetuneConfig) -> Any:
+    return _run_finetune(config, save=zoo.save_for_hf)
 
 
 def _class_folders(root: Path, n: int = 8) -> Path:
@@ -33,7 +38,7 @@ def _class_folders(root: Path, n: int = 8) -> Path:
 
 
 def _config(data: Path, out: Path, **kw: Any) -> FinetuneConfig:
-    base = dict(model="pcrl_resnet18", data=str(data), out=str(out), pretrained=False, img_size=SIZE, epochs=2,
+    base = dict(model="resnet18", data=str(data), out=str(out), pretrained=False, img_size=SIZE, epochs=2,
                 batch_size=4, progress=False, val_fraction=0.25)
     return FinetuneConfig(**{**base, **kw})
 
@@ -42,10 +47,10 @@ def test_classification_run_writes_a_model_that_loads_with_its_head(tmp_path: Pa
     data = _class_folders(tmp_path / "data")
     result = run_finetune(_config(data, tmp_path / "run"))
     rec = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
-    assert result.completed and rec["start"] == {"name": "pcrl_resnet18", "arm": "random_init", "sha256": None,
+    assert result.completed and rec["start"] == {"name": "resnet18", "arm": "random_init", "sha256": None,
                                                  "path": None}
     assert rec["data"]["n_train"] == 12 and rec["data"]["n_val"] == 4 and len(rec["history"]) == 2
-    assert rec["command"].startswith("zoo finetune pcrl_resnet18 --data") and "--random-init" in rec["command"]
+    assert rec["command"].startswith("zoo finetune resnet18 --data") and "--random-init" in rec["command"]
     assert set(rec["val_metrics"]) >= {"auc", "acc", "threshold", "sensitivity", "specificity"}
     model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
     cfg = model.pretrained_cfg
@@ -90,7 +95,7 @@ def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
     data = _class_folders(tmp_path / "data", n=4)
     run_finetune(_config(data, tmp_path / "run", epochs=1, freeze_encoder=True, val_fraction=0.5))
     torch.manual_seed(0)
-    start = zoo.create_model("pcrl_resnet18", num_classes=2).state_dict()
+    start = zoo.create_model("resnet18", num_classes=2).state_dict()
     tuned = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).state_dict()
     changed = sorted(k for k in start if not torch.equal(start[k], tuned[k]))
     assert changed == ["fc.bias", "fc.weight"]
@@ -99,7 +104,7 @@ def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
 def test_layer_decay_scales_earlier_blocks() -> None:
     from zoo.eval.finetune import _param_groups
 
-    model = zoo.create_model("pcrl_resnet18", num_classes=2)
+    model = zoo.create_model("resnet18", num_classes=2)
     groups = {g["name"]: g["lr"] for g in _param_groups(model, 1.0, 0.5, False)}
     assert groups["fc"] == 1.0 and groups["layer4"] == 0.5 and groups["layer3"] == 0.25
     assert groups["conv1"] < groups["bn1"] < groups["layer1"]
@@ -140,8 +145,8 @@ def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
 def test_3d_classification_from_registered_weights_records_their_sha256(
         tmp_path: Path, register_weights: Callable[..., Path]) -> None:
     torch.manual_seed(0)
-    backbone = zoo.create_model("genesis_unet3d", width=4)
-    weights = register_weights("genesis_unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
+    backbone = zoo.create_model("unet3d", width=4)
+    weights = register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
                                input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
     rng = np.random.default_rng(3)
     rows = []
@@ -150,7 +155,7 @@ def test_3d_classification_from_registered_weights_records_their_sha256(
         nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 3.0, 1.0])), str(tmp_path / f"ct{i}.nii.gz"))
         rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
     (tmp_path / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    cfg = FinetuneConfig(model="genesis_unet3d.tiny", data=str(tmp_path / "l.csv"), out=str(tmp_path / "run"),
+    cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path / "l.csv"), out=str(tmp_path / "run"),
                          epochs=2, batch_size=4, progress=False, val_fraction=0.25)
     rec = run_finetune(cfg).record
     from zoo._io import sha256_file
@@ -173,11 +178,11 @@ def test_cli_bad_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "data" / "a").mkdir(parents=True)
     (tmp_path / "data" / "b").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "a" / "x.png")
-    code = cli.main(["finetune", "pcrl_resnet18", "--random-init", "--data", str(tmp_path / "data"),
+    code = cli.main(["finetune", "resnet18", "--random-init", "--data", str(tmp_path / "data"),
                      "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "hold no image" in err and "Traceback" not in err
-    code = cli.main(["finetune", "pcrl_unet3d_small", "--random-init", "--data", str(tmp_path / "data"),
+    code = cli.main(["finetune", "unet3d_small", "--random-init", "--data", str(tmp_path / "data"),
                      "--out", str(tmp_path / "run2"), "--no-progress"])
     assert code == 2
 
@@ -212,8 +217,8 @@ def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path:
 def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
         tmp_path: Path, register_weights: Callable[..., Path]) -> None:
     torch.manual_seed(0)
-    backbone = zoo.create_model("genesis_unet3d", width=4)
-    register_weights("genesis_unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
+    backbone = zoo.create_model("unet3d", width=4)
+    register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
                      input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
     rng = np.random.default_rng(4)
     for d in ("images", "labels"):
@@ -226,7 +231,7 @@ def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
         aff = np.diag([1.5, 1.5, 3.0, 1.0])
         nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "images" / f"ct{i}.nii.gz"))
         nib.save(nib.Nifti1Image(lab, aff), str(tmp_path / "labels" / f"ct{i}.nii.gz"))
-    cfg = FinetuneConfig(model="genesis_unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
+    cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
                          batch_size=2, progress=False, val_fraction=0.34)
     rec = run_finetune(cfg).record
     assert rec["data"]["format"] == "nifti-pairs" and rec["start"]["arm"] == "pretrained"
@@ -237,7 +242,7 @@ def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
     from zoo.eval.finetune import _segmentation_model_3d
     from zoo.eval.harness import resolve_source
 
-    start = _segmentation_model_3d(resolve_source("genesis_unet3d.tiny"), "pretrained", 3, seed=0).state_dict()
+    start = _segmentation_model_3d(resolve_source("unet3d.tiny"), "pretrained", 3, seed=0).state_dict()
     enc = {k: v for k, v in backbone.state_dict().items() if k.startswith("down_tr")}
     assert enc and all(torch.equal(start[k], v) for k, v in enc.items())
     assert start["out_tr.final_conv.weight"].shape[0] == 3

@@ -16,6 +16,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     from ..data.errors import DatasetError
     from ..eval.finetune import FinetuneConfig, FinetuneError, run_finetune
+    from ..export.huggingface import save_for_hf
     from ..hub import IntegrityError
     from ..models.builder import CheckpointError
 
@@ -32,7 +33,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         stop_after=args.stop_after, progress=not args.no_progress,
     )
     try:
-        result = run_finetune(config, invocation="zoo " + shlex.join(args.argv))
+        result = run_finetune(config, invocation="zoo " + shlex.join(args.argv), save=save_for_hf)
     except (FinetuneError, DatasetError, FileNotFoundError, IntegrityError, CheckpointError) as err:
         raise CliError(str(err)) from err
     rec = result.record
@@ -56,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "segmentation, any image size). Writes --out: config.json + model.safetensors (load with "
                     "zoo.create_model('local-dir:OUT', pretrained=True), export with `zoo export local-dir:OUT`) "
                     "and finetune.json (starting weights' sha256, command, validation metrics).")
-    p.add_argument("name", help="arch.tag with weights (e.g. swcl_resnet18.fundus64), or arch with --random-init")
+    p.add_argument("name", help="arch.tag with weights (e.g. resnet18.swcl_fundus64), or arch with --random-init")
     p.add_argument("--data", required=True, help="class-folder directory, labels CSV, or directory with images/ + masks/")
     p.add_argument("--out", required=True, help="run directory to write (outside the repository)")
     p.add_argument("--val", default=None, help="a given validation set, same format (default: split off --val-fraction)")

@@ -28,6 +28,7 @@ import math
 import platform
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -536,12 +537,12 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
 def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -> nn.Module:
     """A 3D U-Net with a ``num_classes`` head: a ``*_seg`` checkpoint loads encoder and decoder; an
     encoder checkpoint (``X``) becomes the encoder of ``X_seg`` (same width and norm) with a new decoder."""
-    from ..meta.registry import UnknownModelError, get_arch_entry
+    from ..meta.registry import UnknownModelError, get_arch_entry, get_pretrained_cfg
     from ..models.builder import create_model
 
     cfg = source.cfg
     if get_arch_entry(source.name)[1] != "zoo.models.unet3d":
-        raise FinetuneError(f"3D segmentation needs a 3D U-Net checkpoint (e.g. pcrl_unet3d_small.ct32); "
+        raise FinetuneError(f"3D segmentation needs a 3D U-Net checkpoint (e.g. unet3d_small.pcrl_ct32); "
                             f"{source.name} is not one")
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in cfg.arch_kwargs.items() if k in ("width", "norm", "gn_groups", "decoder")}
@@ -550,6 +551,11 @@ def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -
             {"checkpoint_path": source.checkpoint_path} if source.checkpoint_path else {"pretrained": True})
         return create_model(source.name, num_classes=num_classes, **load)
     seg_arch = f"{cfg.architecture}_seg"
+    if arm == "pretrained" and source.checkpoint_path is None and cfg.tag:
+        from ..meta.registry import is_model
+
+        if is_model(f"{seg_arch}.{cfg.tag}") and get_pretrained_cfg(f"{seg_arch}.{cfg.tag}").has_weights:
+            return create_model(f"{seg_arch}.{cfg.tag}", pretrained=True, num_classes=num_classes)  # + its decoder
     try:
         seg = create_model(seg_arch, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
     except UnknownModelError as err:
@@ -695,9 +701,15 @@ def _check_out(out: Path, resume: bool) -> None:
                             "new (or empty) directory")
 
 
-def run_finetune(config: FinetuneConfig, invocation: str | None = None) -> FinetuneResult:
-    """Read the data, fine-tune, write the model directory and its record (see the module docstring)."""
+def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
+                 save: Callable[..., Any]) -> FinetuneResult:
+    """Read the data, fine-tune, write the model directory and its record (see the module docstring).
+
+    ``save(model, directory, metrics=...)`` writes the model folder: :func:`zoo.save_for_hf` (passed in,
+    as the export layer sits above this one; :func:`zoo.finetune` and ``zoo finetune`` pass it)."""
     start = time.perf_counter()
+    if not callable(save):
+        raise TypeError("run_finetune needs save=zoo.save_for_hf (or another writer of the model folder)")
     config.validate()
     out = Path(config.out).expanduser()
     _check_out(out, config.resume)
@@ -782,10 +794,8 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None) -> Finet
         input_size=(base.in_chans, *size),
         notes=f"Fine-tuned by `zoo finetune` from {start_desc} on {data.source} ({data.format}, {len(train)} "
               f"training / {len(val)} validation samples); see finetune.json.")
-    from ..export.huggingface import save_for_hf
-
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    save_for_hf(model, out, metrics={f"val_{k}": v for k, v in scalar.items()})
+    save(model, out, metrics={f"val_{k}": v for k, v in scalar.items()})
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
     record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(out / RECORD_NAME, record)
