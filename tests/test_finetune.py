@@ -206,9 +206,10 @@ def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path:
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         monkeypatch.delenv("ZOO_OFFLINE", raising=False)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        info = zoo.push_to_hub(model, "team/finetuned")
+        info = zoo.push_to_hub(name, "team/finetuned")  # what `zoo push local-dir:RUN` does
         back = zoo.create_model(f"hf-hub:team/finetuned@{info.oid}", pretrained=True).eval()
-    assert back.pretrained_cfg.label_names == model.pretrained_cfg.label_names
+    assert back.pretrained_cfg.label_names == model.pretrained_cfg.label_names == ("bright", "dark")
+    assert back.pretrained_cfg.sha256 == model.pretrained_cfg.sha256  # the same bytes
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
@@ -246,3 +247,13 @@ def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
     enc = {k: v for k, v in backbone.state_dict().items() if k.startswith("down_tr")}
     assert enc and all(torch.equal(start[k], v) for k, v in enc.items())
     assert start["out_tr.final_conv.weight"].shape[0] == 3
+
+
+def test_label_fraction_keeps_every_class_and_the_validation_set() -> None:
+    from zoo.eval.finetune import ClassificationData
+
+    y = np.array([0] * 20 + [1] * 10)
+    data = ClassificationData("classification", ("a", "b"), torch.zeros(30, 3, 4, 4, dtype=torch.uint8), y,
+                              torch.zeros(5, 3, 4, 4, dtype=torch.uint8), np.array([0, 1, 0, 1, 0]))
+    sub = data.label_fraction(0.1, seed=1)
+    assert sorted(sub.train_y.tolist()) == [0, 0, 1] and len(sub.val_x) == 5

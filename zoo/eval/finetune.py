@@ -159,6 +159,14 @@ class ClassificationData:
     val_x: torch.Tensor
     val_y: np.ndarray
 
+    def label_fraction(self, fraction: float, seed: int) -> ClassificationData:
+        """The same data with a stratified, seeded ``fraction`` of the training labels (validation unchanged)."""
+        from ..data.sampling import stratified_subset
+
+        strata = self.train_y if self.train_y.ndim == 1 else self.train_y.argmax(1)
+        idx = stratified_subset(strata, fraction=fraction, seed=seed)
+        return dataclasses.replace(self, train_x=self.train_x[idx], train_y=self.train_y[idx])
+
 
 @dataclass
 class FinetuneResult:
