@@ -715,7 +715,7 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
 
     ``save(model, directory, metrics=...)`` writes the model folder: :func:`zoo.save_for_hf` (passed in,
     as the export layer sits above this one; :func:`zoo.finetune` and ``zoo finetune`` pass it)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if not callable(save):
         raise TypeError("run_finetune needs save=zoo.save_for_hf (or another writer of the model folder)")
     config.validate()
@@ -782,6 +782,7 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
     }
     if not result["completed"]:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
+        record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)
         atomic_write_json(out / RECORD_NAME, record)
         return FinetuneResult(out, record, completed=False)
     model = result["model"]
@@ -805,6 +806,7 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     save(model, out, metrics={f"val_{k}": v for k, v in scalar.items()})
     record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)  # all threads of this process
     record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(out / RECORD_NAME, record)
     return FinetuneResult(out, record, completed=True)
