@@ -387,7 +387,14 @@ def cfg_from_config_dict(data: Any, where: str = "config.json", *, require_sha25
         raise fail("crop_pct", f"must be a number in (0, 1], got {d['crop_pct']!r:.80}")
     if "verified" in d and not isinstance(d["verified"], bool):
         raise fail("verified", f"must be true or false, got {d['verified']!r:.80}")
-    for name in ("arch_kwargs", "metrics"):
+    if "label_names" in d:
+        names = d["label_names"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise fail("label_names", f"must be a list of strings, got {names!r:.80}")
+        if names and len(names) != d.get("num_classes", 0):
+            raise fail("label_names", f"has {len(names)} names but num_classes is {d.get('num_classes', 0)}")
+        d["label_names"] = tuple(names)
+    for name in ("arch_kwargs", "metrics", "decision"):
         if name not in d:
             continue
         value = d[name]
