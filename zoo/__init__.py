@@ -46,8 +46,23 @@ __all__ = [
     "list_pretrained",
     "register_model",
     "register_pretrained",
+    "finetune",
     *_LAZY,
 ]
+
+
+def finetune(model: str, data: str, out: str, **options: Any) -> Any:
+    """Fine-tune ``model`` on your labelled ``data`` and write ``out`` (``zoo finetune``'s Python API).
+
+    ``options`` are the fields of :class:`zoo.eval.finetune.FinetuneConfig` (``epochs``, ``img_size``,
+    ``val``, ``freeze_encoder``, ``layer_decay``, ``pretrained``, ``seed``, ``resume``, ...). Returns a
+    :class:`~zoo.eval.finetune.FinetuneResult`; ``zoo.create_model("local-dir:" + out, pretrained=True)``
+    loads the model.
+    """
+    from .eval.finetune import FinetuneConfig, run_finetune
+    from .export.huggingface import save_for_hf
+
+    return run_finetune(FinetuneConfig(model=model, data=str(data), out=str(out), **options), save=save_for_hf)
 
 
 def __getattr__(name: str) -> Any:

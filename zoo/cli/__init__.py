@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..meta.registry import UnknownModelError
-from . import evaluate, export, models, predict, pretrain, weights
+from . import evaluate, export, finetune, models, predict, pretrain, weights
 from ._common import CliError
 
 __all__ = ["main", "build_parser", "CliError"]
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, weights, export, pretrain, evaluate, predict):
+    for group in (models, weights, export, pretrain, finetune, evaluate, predict):
         group.add_parsers(sub)
     return parser
 

@@ -395,8 +395,13 @@ def _resolve_model(
         return model, cfg, None
     if not isinstance(model_or_name, str):
         raise ExportError(f"model_or_name must be a zoo model name or an nn.Module, got {type(model_or_name).__name__}")
+    from ..hub import is_hub_name
     from ..models.builder import create_model
 
+    if is_hub_name(model_or_name) and checkpoint_path is None:  # local-dir: / hf-hub: (e.g. a `zoo finetune` run)
+        load = pretrained is not False
+        model = create_model(model_or_name, pretrained=load, features_only=features_only, **model_kwargs)
+        return model, model.pretrained_cfg, model.pretrained_cfg.sha256 if load else None
     cfg = get_pretrained_cfg(model_or_name)  # UnknownModelError names the closest models
     tag = split_model_name(model_or_name)[1]
     if pretrained is None:  # as create_model: a bare architecture is built without weights

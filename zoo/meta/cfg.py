@@ -114,6 +114,10 @@ class PretrainedCfg:
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 
+    # a fine-tuned head (``zoo finetune``): output names in order, and how outputs become decisions
+    label_names: tuple[str, ...] = ()
+    decision: dict[str, Any] = field(default_factory=dict)  # e.g. {"activation": "softmax", "threshold": 0.4}
+
     @property
     def name(self) -> str:
         """``arch.tag`` (or just ``arch`` when untagged)."""
@@ -183,7 +187,7 @@ class PretrainedCfg:
                 if intensity.get(key) is not None:
                     intensity[key] = tuple(intensity[key])
             data["intensity"] = Intensity(**intensity)
-        for key in ("input_size", "voxel_spacing"):
+        for key in ("input_size", "voxel_spacing", "label_names"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -206,6 +210,8 @@ def validate_cfg(cfg: PretrainedCfg) -> list[str]:
     need(cfg.input_size[0] == cfg.in_chans, f"input_size[0]={cfg.input_size[0]} != in_chans={cfg.in_chans}")
     need(all(isinstance(s, int) and s > 0 for s in cfg.input_size), "input_size must be positive ints")
     need(cfg.num_classes >= 0, "num_classes must be >= 0")
+    need(not cfg.label_names or len(cfg.label_names) == cfg.num_classes,
+         f"label_names has {len(cfg.label_names)} names but num_classes is {cfg.num_classes}")
     need(bool(cfg.classifier) and bool(cfg.first_conv), "classifier and first_conv must name modules")
     if cfg.spatial_dims == 3:
         need(
@@ -381,7 +387,14 @@ def cfg_from_config_dict(data: Any, where: str = "config.json", *, require_sha25
         raise fail("crop_pct", f"must be a number in (0, 1], got {d['crop_pct']!r:.80}")
     if "verified" in d and not isinstance(d["verified"], bool):
         raise fail("verified", f"must be true or false, got {d['verified']!r:.80}")
-    for name in ("arch_kwargs", "metrics"):
+    if "label_names" in d:
+        names = d["label_names"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise fail("label_names", f"must be a list of strings, got {names!r:.80}")
+        if names and len(names) != d.get("num_classes", 0):
+            raise fail("label_names", f"has {len(names)} names but num_classes is {d.get('num_classes', 0)}")
+        d["label_names"] = tuple(names)
+    for name in ("arch_kwargs", "metrics", "decision"):
         if name not in d:
             continue
         value = d[name]

@@ -1,0 +1,259 @@
+"""zoo finetune (zoo.eval.finetune): tiny runs on files written here. Exact resume, the model directory
+round trip (local-dir:, ONNX, the loopback Hub), the record, thresholds, and the command's errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zoo
+from zoo import cli
+from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose_threshold
+from zoo.eval.finetune import run_finetune as _run_finetune
+
+SIZE = 32
+
+
+def run_finetune(config: FinetuneConfig) -> Any:
+    return _run_finetune(config, save=zoo.save_for_hf)
+
+
+def _class_folders(root: Path, n: int = 8) -> Path:
+    """Two classes that differ in brightness (learnable in a few epochs), with noise."""
+    rng = np.random.default_rng(0)
+    for c, base in (("dark", 60), ("bright", 190)):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            arr = np.clip(base + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / c / f"{c}{i}.png")
+    return root
+
+
+def _config(data: Path, out: Path, **kw: Any) -> FinetuneConfig:
+    base = dict(model="resnet18", data=str(data), out=str(out), pretrained=False, img_size=SIZE, epochs=2,
+                batch_size=4, progress=False, val_fraction=0.25)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_classification_run_writes_a_model_that_loads_with_its_head(tmp_path: Path) -> None:
+    data = _class_folders(tmp_path / "data")
+    result = run_finetune(_config(data, tmp_path / "run"))
+    rec = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
+    assert result.completed and rec["start"] == {"name": "resnet18", "arm": "random_init", "sha256": None,
+                                                 "path": None}
+    assert rec["data"]["n_train"] == 12 and rec["data"]["n_val"] == 4 and len(rec["history"]) == 2
+    assert rec["command"].startswith("zoo finetune resnet18 --data") and "--random-init" in rec["command"]
+    assert set(rec["val_metrics"]) >= {"auc", "acc", "threshold", "sensitivity", "specificity"}
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    assert cfg.label_names == ("bright", "dark") and cfg.num_classes == 2 and cfg.input_size == (3, SIZE, SIZE)
+    assert cfg.decision["threshold"] == rec["val_metrics"]["threshold"]
+    # the loaded model is the best epoch's: same validation outputs as recorded
+    from zoo.data.userdata import load_images, open_user_data
+    from zoo.eval.finetune import _class_metrics
+    from zoo.eval.harness import Preprocess
+
+    spec = open_user_data(data)
+    val = [spec.files.index(Path(f)) for f in rec["data"]["val_files"]]
+    prep = Preprocess(zoo.resolve_data_config(model))
+    with torch.no_grad():
+        logits = model(prep(load_images([spec.files[i] for i in val], SIZE))).numpy()
+    assert _class_metrics("classification", spec.labels[val], logits)[0]["auc"] == rec["val_metrics"]["auc"]
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    data = _class_folders(tmp_path / "data")
+    full = run_finetune(_config(data, tmp_path / "full", patience=10)).record
+    first = run_finetune(_config(data, tmp_path / "cut", patience=10, stop_after=1))
+    assert not first.completed and len(first.record["history"]) == 1
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = run_finetune(_config(data, tmp_path / "cut", patience=10, resume=True)).record
+    assert resumed["history"] == full["history"]  # every loss and metric of every epoch, exactly
+    a = zoo.create_model(f"local-dir:{tmp_path / 'full'}", pretrained=True).state_dict()
+    b = zoo.create_model(f"local-dir:{tmp_path / 'cut'}", pretrained=True).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_other_settings_or_reusing_out_is_refused(tmp_path: Path) -> None:
+    data = _class_folders(tmp_path / "data", n=4)
+    run_finetune(_config(data, tmp_path / "run", epochs=2, stop_after=1, val_fraction=0.5))
+    with pytest.raises(FinetuneError, match=r"started with other settings \(lr"):
+        run_finetune(_config(data, tmp_path / "run", epochs=2, val_fraction=0.5, resume=True, lr=0.1))
+    with pytest.raises(FinetuneError, match="already holds files; pass --resume"):
+        run_finetune(_config(data, tmp_path / "run", epochs=2, val_fraction=0.5))
+
+
+def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
+    data = _class_folders(tmp_path / "data", n=4)
+    run_finetune(_config(data, tmp_path / "run", epochs=1, freeze_encoder=True, val_fraction=0.5))
+    torch.manual_seed(0)
+    start = zoo.create_model("resnet18", num_classes=2).state_dict()
+    tuned = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).state_dict()
+    changed = sorted(k for k in start if not torch.equal(start[k], tuned[k]))
+    assert changed == ["fc.bias", "fc.weight"]
+
+
+def test_layer_decay_scales_earlier_blocks() -> None:
+    from zoo.eval.finetune import _param_groups
+
+    model = zoo.create_model("resnet18", num_classes=2)
+    groups = {g["name"]: g["lr"] for g in _param_groups(model, 1.0, 0.5, False)}
+    assert groups["fc"] == 1.0 and groups["layer4"] == 0.5 and groups["layer3"] == 0.25
+    assert groups["conv1"] < groups["bn1"] < groups["layer1"]
+
+
+def test_multilabel_csv_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        arr = rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{['a', 'b', 'a|b'][i % 3]}")
+    (tmp_path / "l.csv").write_text("path,labels\n" + "\n".join(rows) + "\n")
+    rec = run_finetune(_config(tmp_path / "l.csv", tmp_path / "run", epochs=1)).record
+    assert rec["data"]["kind"] == "multilabel" and len(rec["decision"]["thresholds"]) == 2
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
+    assert model.pretrained_cfg.decision["activation"] == "sigmoid" and model.pretrained_cfg.label_names == ("a", "b")
+
+
+def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for i, (w, h) in enumerate([(50, 40), (40, 64), (70, 45), (30, 30)]):
+        img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+        mask = np.zeros((h, w), dtype=np.uint8)
+        mask[h // 4: h // 2, :] = 255
+        img[mask > 0] += 120
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    rec = run_finetune(_config(tmp_path, tmp_path / "run", epochs=1, val_fraction=0.25, batch_size=2)).record
+    assert rec["data"]["kind"] == "segmentation" and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 1, 64, 96)
+
+
+def test_3d_classification_from_registered_weights_records_their_sha256(
+        tmp_path: Path, register_weights: Callable[..., Path]) -> None:
+    torch.manual_seed(0)
+    backbone = zoo.create_model("unet3d", width=4)
+    weights = register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
+                               input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(8):
+        vol = rng.integers(-1000, 1000, (20, 18, 12)).astype(np.int16) + (300 if i % 2 else 0)
+        nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 3.0, 1.0])), str(tmp_path / f"ct{i}.nii.gz"))
+        rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
+    (tmp_path / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path / "l.csv"), out=str(tmp_path / "run"),
+                         epochs=2, batch_size=4, progress=False, val_fraction=0.25)
+    rec = run_finetune(cfg).record
+    from zoo._io import sha256_file
+
+    assert rec["start"]["sha256"] == sha256_file(weights) and rec["start"]["arm"] == "pretrained"
+    assert rec["input_size"] == [1, 16, 16, 16] and rec["data"]["format"] == "nifti-csv"
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
+    assert model.pretrained_cfg.label_names == ("no", "yes") and model.pretrained_cfg.spatial_dims == 3
+
+
+def test_choose_threshold_separates_and_generalises() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
+    t = choose_threshold(y, s)
+    assert 0.35 < t <= 0.4 and ((s >= t) == y.astype(bool)).all()
+    assert choose_threshold(np.ones(3), np.array([0.2, 0.5, 0.9])) == 0.5
+
+
+def test_cli_bad_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "b").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "a" / "x.png")
+    code = cli.main(["finetune", "resnet18", "--random-init", "--data", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "hold no image" in err and "Traceback" not in err
+    code = cli.main(["finetune", "unet3d_small", "--random-init", "--data", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "run2"), "--no-progress"])
+    assert code == 2
+
+
+@pytest.mark.slow
+def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    from hub_server import FakeHub
+
+    from zoo.export import export_onnx
+
+    data = _class_folders(tmp_path / "data", n=4)
+    run_finetune(_config(data, tmp_path / "run", epochs=1, val_fraction=0.5))
+    name = f"local-dir:{tmp_path / 'run'}"
+    result = export_onnx(name, tmp_path / "m.onnx")
+    assert "-> ok" in result.summary()
+    model = zoo.create_model(name, pretrained=True).eval()
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        info = zoo.push_to_hub(name, "team/finetuned")  # what `zoo push local-dir:RUN` does
+        back = zoo.create_model(f"hf-hub:team/finetuned@{info.oid}", pretrained=True).eval()
+    assert back.pretrained_cfg.label_names == model.pretrained_cfg.label_names == ("bright", "dark")
+    assert back.pretrained_cfg.sha256 == model.pretrained_cfg.sha256  # the same bytes
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+
+
+def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
+        tmp_path: Path, register_weights: Callable[..., Path]) -> None:
+    torch.manual_seed(0)
+    backbone = zoo.create_model("unet3d", width=4)
+    register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
+                     input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
+    rng = np.random.default_rng(4)
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+    for i, shape in enumerate([(20, 18, 12), (24, 16, 10), (18, 18, 14)]):
+        lab = np.zeros(shape, np.int16)
+        lab[2:8, 3:9, 2:6] = 1
+        lab[10:16, 8:14, 5:9] = 2
+        vol = (rng.normal(-500, 100, shape) + 400 * lab).astype(np.int16)
+        aff = np.diag([1.5, 1.5, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "images" / f"ct{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(tmp_path / "labels" / f"ct{i}.nii.gz"))
+    cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
+                         batch_size=2, progress=False, val_fraction=0.34)
+    rec = run_finetune(cfg).record
+    assert rec["data"]["format"] == "nifti-pairs" and rec["start"]["arm"] == "pretrained"
+    assert len(rec["val_metrics"]["dice_per_class"]) == 2 and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
+    model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
+    assert model.pretrained_cfg.label_names == ("background", "label_1", "label_2")
+    # the network it started from: the registered encoder in a new segmentation U-Net
+    from zoo.eval.finetune import _segmentation_model_3d
+    from zoo.eval.harness import resolve_source
+
+    start = _segmentation_model_3d(resolve_source("unet3d.tiny"), "pretrained", 3, seed=0).state_dict()
+    enc = {k: v for k, v in backbone.state_dict().items() if k.startswith("down_tr")}
+    assert enc and all(torch.equal(start[k], v) for k, v in enc.items())
+    assert start["out_tr.final_conv.weight"].shape[0] == 3
+
+
+def test_label_fraction_keeps_every_class_and_the_validation_set() -> None:
+    from zoo.eval.finetune import ClassificationData
+
+    y = np.array([0] * 20 + [1] * 10)
+    data = ClassificationData("classification", ("a", "b"), torch.zeros(30, 3, 4, 4, dtype=torch.uint8), y,
+                              torch.zeros(5, 3, 4, 4, dtype=torch.uint8), np.array([0, 1, 0, 1, 0]))
+    sub = data.label_fraction(0.1, seed=1)
+    assert sorted(sub.train_y.tolist()) == [0, 0, 1] and len(sub.val_x) == 5

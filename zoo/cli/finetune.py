@@ -1,0 +1,86 @@
+"""zoo finetune: a checkpoint + your labelled data -> a fine-tuned model directory (``local-dir:RUN``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import CliError
+
+__all__ = ["add_parsers"]
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import shlex
+
+    from ..data.errors import DatasetError
+    from ..eval.finetune import FinetuneConfig, FinetuneError, run_finetune
+    from ..export.huggingface import save_for_hf
+    from ..hub import IntegrityError
+    from ..models.builder import CheckpointError
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise CliError("zoo finetune runs in one process (data sets of a few hundred scans fit one machine); "
+                       "run it without torchrun")
+    config = FinetuneConfig(
+        model=args.name, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
+        masks=args.masks, image_root=args.image_root, img_size=args.img_size, scale=args.scale, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
+        freeze_encoder=args.freeze_encoder, class_weights=not args.no_class_weights, patience=args.patience,
+        pretrained=not args.random_init, checkpoint_path=args.checkpoint_path, seed=args.seed, resume=args.resume,
+        stop_after=args.stop_after, progress=not args.no_progress,
+    )
+    try:
+        result = run_finetune(config, invocation="zoo " + shlex.join(args.argv), save=save_for_hf)
+    except (FinetuneError, DatasetError, FileNotFoundError, IntegrityError, CheckpointError) as err:
+        raise CliError(str(err)) from err
+    rec = result.record
+    if not result.completed:
+        print(f"stopped after epoch {len(rec['history'])} of {config.epochs}; continue with the same command "
+              f"and --resume ({result.out})")
+        return 0
+    print(f"best epoch {rec['best_epoch']} of {len(rec['history'])}"
+          + (" (early stop)" if rec["stopped_early"] else "") + f", {rec['wall_time_s']:.0f} s")
+    print("validation: " + json.dumps({k: v for k, v in rec["val_metrics"].items() if not isinstance(v, list)}))
+    print(f"model: {result.out}  (zoo.create_model('local-dir:{result.out}', pretrained=True))")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``finetune`` subcommand."""
+    p = sub.add_parser(
+        "finetune", help="fine-tune a checkpoint on your labelled data; writes a model you keep",
+        description="Fine-tune NAME on your data: class folders, a CSV of path,label (2D images or NIfTI "
+                    "volumes; several labels per row for multi-label), or images/ + masks/ folders (2D "
+                    "segmentation, any image size). Writes --out: config.json + model.safetensors (load with "
+                    "zoo.create_model('local-dir:OUT', pretrained=True), export with `zoo export local-dir:OUT`) "
+                    "and finetune.json (starting weights' sha256, command, validation metrics).")
+    p.add_argument("name", help="arch.tag with weights (e.g. resnet18.swcl_fundus64), or arch with --random-init")
+    p.add_argument("--data", required=True, help="class-folder directory, labels CSV, or directory with images/ + masks/")
+    p.add_argument("--out", required=True, help="run directory to write (outside the repository)")
+    p.add_argument("--val", default=None, help="a given validation set, same format (default: split off --val-fraction)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="stratified, seeded validation share (default 0.2)")
+    p.add_argument("--masks", default=None, help="segmentation: the mask folder when --data is the image folder")
+    p.add_argument("--image-root", default=None, help="CSV: the folder its paths are relative to")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input size (default: the checkpoint's); segmentation: training crop (multiple of 32, default 128)")
+    p.add_argument("--scale", type=float, default=1.0, help="segmentation: rescale whole images first (e.g. 0.5)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the head (AdamW, cosine)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--layer-decay", type=float, default=1.0,
+                   help="layer-wise lr: each earlier block gets this factor times the next one's (default 1: off)")
+    p.add_argument("--freeze-encoder", action="store_true", help="train the head only (U-Net: decoder and head)")
+    p.add_argument("--no-class-weights", action="store_true", help="unweighted loss (default: inverse class frequency)")
+    p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--random-init", action="store_true", help="the same recipe from random init (the baseline)")
+    p.add_argument("--checkpoint-path", default=None, help="a local .safetensors file for NAME's architecture")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after epoch N (continue later with --resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune)

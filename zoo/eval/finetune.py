@@ -1,0 +1,812 @@
+"""``zoo finetune``: a checkpoint + the user's labelled data -> a fine-tuned model directory to keep.
+
+:func:`run_finetune` reads the data (:mod:`zoo.data.userdata`), splits off a seeded, stratified
+validation set (or takes a given one), and trains with :func:`train_classifier` (2D / 3D
+classification, multi-label) or :func:`train_segmentation` (2D image/mask pairs of any size). These
+two are the protocol: a comparison loop calls them once per (checkpoint arm, seed, label subset).
+
+Training: AdamW with a cosine schedule, optional layer-wise learning-rate decay
+(``layer_decay``: the head gets ``lr``, each earlier top-level block ``layer_decay`` times the
+next one's) or a frozen encoder, class-weighted loss, light geometric augmentation chosen by the
+checkpoint's modality, early stopping on the validation loss (``patience``), the best epoch kept.
+The binary decision threshold (and per-label thresholds for multi-label) is chosen on validation
+(Youden's J). A state file is written after every epoch; ``resume=True`` continues exactly where
+it stopped (same losses as an uninterrupted run).
+
+The run directory holds what :func:`zoo.save_for_hf` writes (``config.json`` with the head's class
+names and decision rule, ``model.safetensors``, ``README.md``): ``zoo.create_model("local-dir:RUN",
+pretrained=True)`` loads it; ``finetune.json`` records the starting weights (name, sha256), the
+command, seed, data, per-epoch history and validation metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import platform
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from .._io import atomic_write, atomic_write_json
+from ..data.augment import random_flip, random_resized_crop
+from ..data.errors import DatasetError
+from ..data.transforms import resolve_data_config
+from ..data.userdata import (
+    UserData,
+    load_image_mask_pairs,
+    load_images,
+    load_volumes,
+    open_user_data,
+    train_val_split,
+)
+from .harness import Preprocess, _predict_whole, build_classifier, build_segmentation_model, resolve_source
+from .metrics import macro_auc_ovr, roc_auc
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneError",
+    "FinetuneResult",
+    "ClassificationData",
+    "prepare_classification",
+    "train_classifier",
+    "train_segmentation",
+    "choose_threshold",
+    "run_finetune",
+    "RECORD_NAME",
+    "STATE_NAME",
+]
+
+_logger = logging.getLogger(__name__)
+RECORD_NAME = "finetune.json"
+STATE_NAME = "state.pt"
+# light geometric augmentation per modality: (random-resized-crop scale, horizontal flip p, degrees)
+_AUG_2D = {"cxr": ((0.8, 1.0), 0.0, 5.0), "fundus": ((0.7, 1.0), 0.5, 15.0), "": ((0.8, 1.0), 0.5, 10.0)}
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning request that cannot run (the message names the fix)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that defines one fine-tuning run (recorded in ``finetune.json``)."""
+
+    model: str
+    data: str
+    out: str
+    val: str | None = None  # a given validation set (same format); default: split off val_fraction
+    val_fraction: float = 0.2
+    masks: str | None = None
+    image_root: str | None = None
+    img_size: int | None = None  # default: the checkpoint's input size (crop size for segmentation)
+    scale: float = 1.0  # segmentation: rescale whole images first (e.g. 0.5 for large photos)
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0
+    freeze_encoder: bool = False
+    class_weights: bool = True
+    patience: int = 8
+    pretrained: bool = True  # False: the same recipe from random init (the baseline)
+    checkpoint_path: str | None = None
+    seed: int = 0
+    resume: bool = False
+    stop_after: int | None = None  # stop after this many epochs in all (continue later with resume)
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`FinetuneError` naming the fix for any bad field."""
+        for name in ("epochs", "batch_size", "patience", "img_size", "stop_after"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FinetuneError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise FinetuneError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise FinetuneError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.scale <= 0:
+            raise FinetuneError("--lr and --scale must be > 0 and --weight-decay >= 0")
+        if self.freeze_encoder and self.layer_decay != 1.0:
+            raise FinetuneError("--freeze-encoder trains the head only; drop --layer-decay (or the freeze)")
+
+    def command(self) -> str:
+        """The ``zoo finetune`` command that reproduces this run."""
+        parts = ["zoo", "finetune", self.model, "--data", self.data, "--out", self.out]
+        defaults = FinetuneConfig(model="", data="", out="")
+        for f in dataclasses.fields(self):
+            if f.name in ("model", "data", "out", "resume", "stop_after", "progress"):
+                continue
+            value, default = getattr(self, f.name), getattr(defaults, f.name)
+            if value == default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if f.name == "pretrained":
+                parts.append("--random-init")
+            elif f.name == "class_weights":
+                parts.append("--no-class-weights")
+            elif isinstance(value, bool):
+                parts.append(flag)
+            else:
+                parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        return shlex.join(parts)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "stop_after", "progress")}
+
+
+@dataclass
+class ClassificationData:
+    """uint8 training and validation inputs, labels (ids or 0/1 rows) and what they mean."""
+
+    kind: str  # "classification" | "multilabel"
+    classes: tuple[str, ...]
+    train_x: torch.Tensor
+    train_y: np.ndarray
+    val_x: torch.Tensor
+    val_y: np.ndarray
+
+    def label_fraction(self, fraction: float, seed: int) -> ClassificationData:
+        """The same data with a stratified, seeded ``fraction`` of the training labels (validation unchanged)."""
+        from ..data.sampling import stratified_subset
+
+        strata = self.train_y if self.train_y.ndim == 1 else self.train_y.argmax(1)
+        idx = stratified_subset(strata, fraction=fraction, seed=seed)
+        return dataclasses.replace(self, train_x=self.train_x[idx], train_y=self.train_y[idx])
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`run_finetune` produced."""
+
+    out: Path
+    record: dict[str, Any]
+    completed: bool  # False when stopped by ``stop_after`` (resume to finish)
+
+
+# --- data --------------------------------------------------------------------------------------------
+def _load_x(spec: UserData, size: tuple[int, ...], spacing: tuple[float, ...] | None,
+            hu: tuple[float, float] | None) -> torch.Tensor:
+    if spec.spatial_dims == 2:
+        return load_images(spec.files, size[0])
+    return load_volumes(spec.files, size, spacing, hu)
+
+
+def prepare_classification(train: UserData, val: UserData, size: tuple[int, ...],
+                           spacing: tuple[float, ...] | None = None,
+                           hu: tuple[float, float] | None = (-1000.0, 1000.0)) -> ClassificationData:
+    """Decode both splits at ``size`` (2D: (S,), 3D: (X, Y, Z); volumes resampled to ``spacing`` mm)."""
+    assert train.labels is not None and val.labels is not None
+    return ClassificationData(train.kind, train.classes, _load_x(train, size, spacing, hu), train.labels,
+                              _load_x(val, size, spacing, hu), val.labels)
+
+
+# --- the model, optimiser, augmentation ----------------------------------------------------------------
+def _param_groups(model: nn.Module, lr: float, layer_decay: float, freeze_encoder: bool,
+                  head: str = "fc") -> list[dict[str, Any]]:
+    """One group per top-level block with parameters; block k from the end gets ``lr * layer_decay**k``."""
+    blocks = [(name, [p for p in mod.parameters()]) for name, mod in model.named_children()]
+    blocks = [(n, ps) for n, ps in blocks if ps]
+    groups = []
+    for k, (name, params) in enumerate(reversed(blocks)):
+        if freeze_encoder and name != head:
+            for p in params:
+                p.requires_grad_(False)
+            continue
+        scale = 1.0 if name == head else layer_decay ** k
+        groups.append({"params": params, "lr": lr * scale, "name": name})
+    return groups
+
+
+def _optimizer(groups: list[dict[str, Any]], weight_decay: float, total_steps: int) -> tuple[
+        torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    total = max(1, total_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
+    return opt, sched
+
+
+def _augment(x: torch.Tensor, modality: str, g: torch.Generator) -> torch.Tensor:
+    """Light geometric augmentation of a [0, 1] batch (2D: resized crop, flip, rotation; 3D: L-R flip)."""
+    if x.ndim == 4:
+        scale, hflip, degrees = _AUG_2D.get(modality, _AUG_2D[""])
+        return random_resized_crop(x, tuple(x.shape[2:]), scale=scale, generator=g, hflip_p=hflip, degrees=degrees)
+    return random_flip(x, 0.5, g, dims=(2,))[0]
+
+
+def choose_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold maximising Youden's J (sensitivity + specificity - 1); ties: the middle one."""
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    if y.all() or not y.any():
+        return 0.5
+    cands = np.unique(s)
+    best, best_t = -np.inf, [0.5]
+    for t in cands:
+        pred = s >= t
+        j = pred[y].mean() + (~pred[~y]).mean() - 1.0
+        if j > best + 1e-12:
+            best, best_t = j, [float(t)]
+        elif abs(j - best) <= 1e-12:
+            best_t.append(float(t))
+    # midpoint between the chosen score and the next lower one, so the rule generalises
+    t = best_t[len(best_t) // 2]
+    lower = cands[cands < t]
+    return float((t + lower.max()) / 2) if lower.size else t
+
+
+def _safe_auc(fn: Any, *args: Any) -> float | None:
+    try:
+        return float(fn(*args))
+    except ValueError:  # a class absent from the validation set
+        return None
+
+
+def _class_metrics(kind: str, y: np.ndarray, logits: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validation metrics and the decision rule chosen on them."""
+    if kind == "multilabel":
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        thresholds = [choose_threshold(y[:, k], prob[:, k]) for k in range(y.shape[1])]
+        aucs = [_safe_auc(roc_auc, y[:, k], prob[:, k]) for k in range(y.shape[1])]
+        valid = [a for a in aucs if a is not None]
+        pred = prob >= np.asarray(thresholds)
+        return ({"auc": float(np.mean(valid)) if valid else None, "auc_per_label": aucs,
+                 "exact_match": float((pred == y.astype(bool)).all(1).mean())},
+                {"activation": "sigmoid", "thresholds": thresholds})
+    prob = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    pred = prob.argmax(1)
+    per_class = [float((pred[y == c] == c).mean()) for c in range(prob.shape[1]) if (y == c).any()]
+    metrics: dict[str, Any] = {"auc": _safe_auc(macro_auc_ovr, y, prob), "acc": float((pred == y).mean()),
+                               "balanced_acc": float(np.mean(per_class))}
+    if prob.shape[1] != 2:
+        return metrics, {"activation": "softmax", "rule": "argmax"}
+    t = choose_threshold(y == 1, prob[:, 1])
+    hard = prob[:, 1] >= t
+    pos, neg = y == 1, y == 0
+    metrics.update(threshold=t, sensitivity=float(hard[pos].mean()) if pos.any() else None,
+                   specificity=float((~hard[neg]).mean()) if neg.any() else None,
+                   acc_at_threshold=float((hard == pos).mean()))
+    return metrics, {"activation": "softmax", "positive_class": 1, "threshold": t}
+
+
+def _forward(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch_size: int) -> torch.Tensor:
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(prep(x[i:i + batch_size])).float())
+    return torch.cat(outs)
+
+
+# --- state (resume) ----------------------------------------------------------------------------------------
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=False)
+
+
+def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FinetuneError(f"{path} cannot be read ({err}); start again without --resume in a new --out") from err
+    diff = sorted(k for k in set(identity) | set(state["identity"])
+                  if identity.get(k) != state["identity"].get(k))
+    if diff:
+        raise FinetuneError(f"--resume: the run in {path.parent} was started with other settings ({', '.join(diff)}: "
+                            f"{[state['identity'].get(k) for k in diff]}); repeat its command with --resume, or "
+                            "use a new --out")
+    return state
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", dynamic_ncols=True, disable=not enabled)
+
+
+# --- the protocol ------------------------------------------------------------------------------------------
+def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch: int, config: FinetuneConfig,
+                seed: int, train_epoch: Any, validate: Any, state_path: Path | None, desc: str,
+                frozen: bool, holder: dict[str, Any]) -> dict[str, Any]:
+    """Epochs with early stopping on the validation loss, a state file per epoch, exact resume.
+
+    ``train_epoch(generator)`` steps the optimiser and schedule it finds in ``holder``."""
+    opt, sched = _optimizer(groups, config.weight_decay, config.epochs * steps_per_epoch)
+    holder.update(opt=opt, sched=sched)
+    g = torch.Generator().manual_seed(seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
+    start = 0
+    if state_path is not None and config.resume:
+        if not state_path.is_file():
+            raise FinetuneError(f"--resume: no {STATE_NAME} in {state_path.parent}; run without --resume first")
+        st = _load_state(state_path, config.identity())
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        g.set_state(st["generator"])
+        history, best, start = st["history"], st["best"], st["epoch"]
+        _logger.info("resuming %s at epoch %d", desc, start)
+    stop_at = min(config.epochs, config.stop_after or config.epochs)
+    bad = len(history) - best["epoch"] if history else 0
+    bar = _progress(config.epochs, start, desc, config.progress)
+    epoch = start
+    try:
+        for epoch in range(start, stop_at):
+            if bad >= config.patience:
+                break
+            model.train()
+            if frozen:
+                model.eval()  # frozen encoder: its BatchNorm statistics stay
+            loss = train_epoch(g)
+            val = validate()
+            history.append({"epoch": epoch + 1, "train_loss": loss, **val})
+            if val["val_loss"] < best["loss"]:
+                best = {"loss": val["val_loss"], "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                bad = 0
+            else:
+                bad += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val['val_loss']:.4f}")
+            _logger.info("%s epoch %d/%d: train loss %.4f, %s", desc, epoch + 1, config.epochs, loss,
+                         ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
+            if state_path is not None:
+                _save_state(state_path, {"identity": config.identity(), "model": model.state_dict(),
+                                         "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                         "generator": g.get_state(), "history": history, "best": best,
+                                         "epoch": epoch + 1})
+    finally:
+        bar.close()
+    done = len(history)
+    early = bad >= config.patience and done < config.epochs
+    completed = early or done >= config.epochs
+    return {"history": history, "best_epoch": best["epoch"], "best_state": best["state"],
+            "completed": completed, "stopped_early": early}
+
+
+def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Preprocess, config: FinetuneConfig,
+                     seed: int = 0, state_path: Path | None = None, modality: str = "") -> dict[str, Any]:
+    """Fine-tune a classifier of ``source`` (arm ``pretrained`` or ``random_init``) on ``data``.
+
+    Returns the per-epoch history, the best epoch, the model at that epoch (``model``), its
+    validation metrics and decision rule; ``completed`` is False when ``stop_after`` cut the run.
+    """
+    n_out = len(data.classes)
+    model = build_classifier(source, arm, num_classes=n_out, seed=seed)
+    fmt = torch.channels_last if model.spatial_dims == 2 else torch.channels_last_3d
+    model = model.to(memory_format=fmt)
+    groups = _param_groups(model, config.lr, config.layer_decay, config.freeze_encoder)
+    multilabel = data.kind == "multilabel"
+    y_train = torch.from_numpy(data.train_y)
+    if multilabel:
+        pos = y_train.float().sum(0)
+        pos_weight = ((len(y_train) - pos) / pos.clamp_min(1)) if config.class_weights else None
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pos_weight)
+    else:
+        counts = torch.bincount(y_train, minlength=n_out).float()
+        weight = (len(y_train) / (n_out * counts.clamp_min(1))) if config.class_weights else None
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, y, weight=weight)
+
+    n = len(data.train_x)
+    bs = min(config.batch_size, n)
+    steps = math.ceil(n / bs)
+
+    def train_epoch(g: torch.Generator) -> float:
+        perm = torch.randperm(n, generator=g)
+        total, count = 0.0, 0
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x = prep.normalise(_augment(prep.unit(data.train_x[idx]), modality, g))
+            loss = loss_fn(model(x), y_train[idx])
+            opt_step(loss)
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        return total / max(count, 1)
+
+    def validate() -> dict[str, Any]:
+        logits = _forward(model, data.val_x, prep, config.batch_size)
+        val_loss = float(loss_fn(logits, torch.from_numpy(data.val_y)))
+        auc = _class_metrics(data.kind, data.val_y, logits.numpy())[0]["auc"]
+        return {"val_loss": val_loss, "val_auc": auc}
+
+    # the optimiser is built inside _train_loop (so its state can be restored); step through it
+    holder: dict[str, Any] = {}
+
+    def opt_step(loss: torch.Tensor) -> None:
+        opt, sched = holder["opt"], holder["sched"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
+                              f"{arm} seed {seed}", config.freeze_encoder, holder)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
+    logits = _forward(model, data.val_x, prep, config.batch_size)
+    metrics, decision = _class_metrics(data.kind, data.val_y, logits.numpy())
+    metrics["loss"] = float(loss_fn(logits, torch.from_numpy(data.val_y)))
+    return {**run, "model": model, "val_metrics": metrics, "decision": decision, "n_train": n,
+            "n_val": len(data.val_x)}
+
+
+def _dice(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float:
+    pred = prob >= threshold
+    inter = np.logical_and(pred, target).sum()
+    denom = pred.sum() + target.sum()
+    return float(2.0 * inter / denom) if denom else 1.0
+
+
+def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
+                       seed: int = 0, state_path: Path | None = None) -> dict[str, Any]:
+    """Fine-tune a 2D U-Net (:func:`~zoo.eval.harness.build_segmentation_model`) on image/mask pairs of
+    any size: random ``img_size`` crops (images smaller than the crop are padded), whole-image
+    inference (padded to a multiple of 32) on validation; Dice at 0.5, pooled over validation pixels."""
+    if train.spatial_dims == 3:
+        return train_segmentation_3d(source, arm, train, val, config, seed, state_path)
+    s = config.img_size or 128
+    if s % 32:
+        raise FinetuneError(f"segmentation crops must be a multiple of 32 px (U-Net), got --img-size {s}")
+    model = build_segmentation_model(source, arm, seed).to(memory_format=torch.channels_last)
+    prep = Preprocess(resolve_data_config(source.cfg, input_size=(source.cfg.in_chans, s, s)))
+
+    def tensors(spec: UserData) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        ims, masks = load_image_mask_pairs(spec, config.scale)
+        xs = [prep.normalise((torch.from_numpy(im.copy()).permute(2, 0, 1).float() / 255.0)[None])[0] for im in ims]
+        return xs, [torch.from_numpy(m)[None].float() for m in masks]
+
+    tx, ty = tensors(train)
+    vx, vy = tensors(val)
+    groups = _param_groups(model, config.lr, config.layer_decay, config.freeze_encoder, head="__none__")
+    if config.freeze_encoder:  # U-Net: freeze the encoder only (decoder and head train)
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "decoder"}]
+    crops_per_image = 16
+    steps = math.ceil(len(tx) * crops_per_image / config.batch_size)
+
+    def crop(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        which = torch.randint(len(tx), (config.batch_size,), generator=g)
+        xb, yb = [], []
+        for i in which.tolist():
+            x, y = tx[i], ty[i]
+            ph, pw = max(0, s - x.shape[1]), max(0, s - x.shape[2])
+            if ph or pw:
+                x, y = F.pad(x, (0, pw, 0, ph)), F.pad(y, (0, pw, 0, ph))
+            t = int(torch.randint(x.shape[1] - s + 1, (1,), generator=g))
+            lf = int(torch.randint(x.shape[2] - s + 1, (1,), generator=g))
+            xb.append(x[:, t:t + s, lf:lf + s])
+            yb.append(y[:, t:t + s, lf:lf + s])
+        joint, _ = random_flip(torch.cat([torch.stack(xb), torch.stack(yb)], 1), 0.5, g, dims=(3,))
+        return joint[:, :-1], joint[:, -1:]
+
+    holder: dict[str, Any] = {}
+
+    def train_epoch(g: torch.Generator) -> float:
+        total = 0.0
+        for _ in range(steps):
+            xb, yb = crop(g)
+            logits = model(xb.contiguous(memory_format=torch.channels_last))
+            p = torch.sigmoid(logits)
+            loss = F.binary_cross_entropy_with_logits(logits, yb) + \
+                1.0 - (2.0 * (p * yb).sum() + 1.0) / (p.sum() + yb.sum() + 1.0)
+            opt, sched = holder["opt"], holder["sched"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        return total / steps
+
+    def predict() -> list[np.ndarray]:
+        return [_predict_whole(model, x[None])[0] for x in vx]
+
+    def validate() -> dict[str, Any]:
+        probs = predict()
+        flat_p = np.concatenate([p.ravel() for p in probs])
+        flat_y = np.concatenate([y.numpy().ravel() for y in vy]).astype(bool)
+        eps = 1e-6
+        bce = -np.mean(flat_y * np.log(flat_p + eps) + (~flat_y) * np.log(1 - flat_p + eps))
+        dice = _dice(flat_p, flat_y)
+        return {"val_loss": float(bce + 1.0 - dice), "val_dice": dice}
+
+    run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
+                              f"{arm} seed {seed}", False, holder)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
+    probs = predict()
+    flat_p = np.concatenate([p.ravel() for p in probs])
+    flat_y = np.concatenate([y.numpy().ravel() for y in vy]).astype(bool)
+    metrics = {"dice": _dice(flat_p, flat_y),
+               "dice_per_image": [_dice(p, y.numpy()[0].astype(bool)) for p, y in zip(probs, vy, strict=True)],
+               "auc": _safe_auc(roc_auc, flat_y, flat_p)}
+    return {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "sigmoid", "threshold": 0.5},
+            "n_train": len(tx), "n_val": len(vx), "prep": prep}
+
+
+def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -> nn.Module:
+    """A 3D U-Net with a ``num_classes`` head: a ``*_seg`` checkpoint loads encoder and decoder; an
+    encoder checkpoint (``X``) becomes the encoder of ``X_seg`` (same width and norm) with a new decoder."""
+    from ..meta.registry import UnknownModelError, get_arch_entry, get_pretrained_cfg
+    from ..models.builder import create_model
+
+    cfg = source.cfg
+    if get_arch_entry(source.name)[1] != "zoo.models.unet3d":
+        raise FinetuneError(f"3D segmentation needs a 3D U-Net checkpoint (e.g. unet3d_small.pcrl_ct32); "
+                            f"{source.name} is not one")
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in cfg.arch_kwargs.items() if k in ("width", "norm", "gn_groups", "decoder")}
+    if cfg.architecture.endswith("_seg"):
+        load = {} if arm == "random_init" else (
+            {"checkpoint_path": source.checkpoint_path} if source.checkpoint_path else {"pretrained": True})
+        return create_model(source.name, num_classes=num_classes, **load)
+    seg_arch = f"{cfg.architecture}_seg"
+    if arm == "pretrained" and source.checkpoint_path is None and cfg.tag:
+        from ..meta.registry import is_model
+
+        if is_model(f"{seg_arch}.{cfg.tag}") and get_pretrained_cfg(f"{seg_arch}.{cfg.tag}").has_weights:
+            return create_model(f"{seg_arch}.{cfg.tag}", pretrained=True, num_classes=num_classes)  # + its decoder
+    try:
+        seg = create_model(seg_arch, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
+    except UnknownModelError as err:
+        raise FinetuneError(f"{source.name}: no segmentation network {seg_arch} to put its encoder in") from err
+    if arm == "pretrained":
+        enc = build_classifier(source, arm, num_classes=0, seed=seed).state_dict()
+        missing, unexpected = seg.load_state_dict(enc, strict=False)
+        if unexpected or any(k.startswith("down_tr") for k in missing):
+            raise FinetuneError(f"{source.name}'s encoder does not fit {seg_arch}: {unexpected or missing}")
+        torch.manual_seed(seed)
+    return seg
+
+
+def _tiles(shape: tuple[int, ...], cube: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Non-overlapping cubes covering a volume padded up to a multiple of ``cube`` (nothing left out)."""
+    ranges = [range(0, math.ceil(n / c) * c, c) for n, c in zip(shape, cube, strict=True)]
+    return [tuple(slice(o, o + c) for o, c in zip(origin, cube, strict=True))
+            for origin in np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, 3).tolist()]
+
+
+def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
+                          seed: int = 0, state_path: Path | None = None) -> dict[str, Any]:
+    """Fine-tune a 3D U-Net on NIfTI image / label-map pairs (labels 0..K-1, 0 = background).
+
+    Volumes are reoriented to RAS, resampled to the checkpoint's spacing and HU-windowed; training
+    uses random cubes of the checkpoint's input size (``img_size``: a cube edge); validation covers
+    each whole volume with non-overlapping cubes (zero-padded at the far edges). Cross-entropy +
+    soft Dice; mean foreground Dice on validation."""
+    from ..data.userdata import load_volume_pairs
+
+    cfg = source.cfg
+    cube = (config.img_size,) * 3 if config.img_size else tuple(cfg.input_size[1:])
+    if any(c % 8 for c in cube):
+        raise FinetuneError(f"3D U-Net cubes must be multiples of 8 voxels, got {cube}")
+    hu = (cfg.intensity.hu_min, cfg.intensity.hu_max) if cfg.intensity.kind == "hu_window" else None
+    tv, tl = load_volume_pairs(train, cfg.voxel_spacing, hu)
+    vv, vl = load_volume_pairs(val, cfg.voxel_spacing, hu)
+    k = int(max(int(lab.max()) for lab in tl + vl)) + 1
+    if k < 2:
+        raise DatasetError(f"{train.source}: every label map is all zero; segmentation needs foreground labels")
+    model = _segmentation_model_3d(source, arm, k, seed).to(memory_format=torch.channels_last_3d)
+    groups = _param_groups(model, config.lr, config.layer_decay, False, head="out_tr")
+    if config.freeze_encoder:
+        for name, p in model.named_parameters():
+            if name.startswith("down_tr"):
+                p.requires_grad_(False)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "decoder"}]
+    steps = max(1, math.ceil(len(tv) * 8 / config.batch_size))
+    holder: dict[str, Any] = {}
+
+    def padded(v: torch.Tensor) -> torch.Tensor:
+        pads = [max(0, c - n) for n, c in zip(v.shape, cube, strict=True)]
+        return F.pad(v, [x for p in reversed(pads) for x in (0, p)]) if any(pads) else v
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits, 1)
+        onehot = F.one_hot(y, k).movedim(-1, 1).float()
+        inter = (p * onehot).sum((0, 2, 3, 4))[1:]
+        denom = (p + onehot).sum((0, 2, 3, 4))[1:]
+        return F.cross_entropy(logits, y) + 1.0 - ((2 * inter + 1) / (denom + 1)).mean()
+
+    def train_epoch(g: torch.Generator) -> float:
+        total = 0.0
+        for _ in range(steps):
+            xb, yb = [], []
+            for i in torch.randint(len(tv), (config.batch_size,), generator=g).tolist():
+                v, lab = padded(tv[i]), padded(tl[i])
+                o = [int(torch.randint(n - c + 1, (1,), generator=g)) for n, c in zip(v.shape, cube, strict=True)]
+                sl = tuple(slice(a, a + c) for a, c in zip(o, cube, strict=True))
+                xb.append(v[sl].float()[None] / 255.0)
+                yb.append(lab[sl])
+            x, y = torch.stack(xb), torch.stack(yb)
+            loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last_3d)), y)
+            opt, sched = holder["opt"], holder["sched"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        return total / steps
+
+    def predict(v: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        full = [math.ceil(n / c) * c for n, c in zip(v.shape, cube, strict=True)]
+        x = F.pad(v.float() / 255.0, [p for n, f in zip(reversed(v.shape), reversed(full), strict=True)
+                                      for p in (0, f - n)])
+        out = torch.zeros((k, *full))
+        with torch.no_grad():
+            for sl in _tiles(tuple(v.shape), cube):
+                out[(slice(None), *sl)] = model(x[sl][None, None])[0]
+        return out[(slice(None), *(slice(0, n) for n in v.shape))]
+
+    def dice_per_class(pred: torch.Tensor, lab: torch.Tensor) -> list[float | None]:
+        out: list[float | None] = []
+        for c in range(1, k):
+            a, b = pred == c, lab == c
+            denom = int(a.sum() + b.sum())
+            out.append(2.0 * int((a & b).sum()) / denom if denom else None)
+        return out
+
+    def evaluate() -> tuple[float, list[float | None]]:
+        losses, dices = [], []
+        for v, lab in zip(vv, vl, strict=True):
+            logits = predict(v)
+            losses.append(float(loss_fn(logits[None], lab[None])))
+            dices.append(dice_per_class(logits.argmax(0), lab))
+        per_class = [float(np.mean(d)) if (d := [x[c] for x in dices if x[c] is not None]) else None
+                     for c in range(k - 1)]
+        return float(np.mean(losses)), per_class
+
+    def validate() -> dict[str, Any]:
+        loss, per_class = evaluate()
+        present = [d for d in per_class if d is not None]
+        return {"val_loss": loss, "val_dice": float(np.mean(present)) if present else 0.0}
+
+    run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
+                      f"{arm} seed {seed}", False, holder)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
+    loss, per_class = evaluate()
+    present = [d for d in per_class if d is not None]
+    metrics = {"dice": float(np.mean(present)) if present else 0.0, "dice_per_class": per_class, "loss": loss}
+    return {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "softmax", "rule": "argmax"},
+            "n_train": len(tv), "n_val": len(vv), "num_classes": k, "cube": cube}
+
+
+# --- the whole run -------------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        return
+    if out.exists() and any(out.iterdir()):
+        raise FinetuneError(f"--out {out} already holds files; pass --resume to continue that run, or choose a "
+                            "new (or empty) directory")
+
+
+def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
+                 save: Callable[..., Any]) -> FinetuneResult:
+    """Read the data, fine-tune, write the model directory and its record (see the module docstring).
+
+    ``save(model, directory, metrics=...)`` writes the model folder: :func:`zoo.save_for_hf` (passed in,
+    as the export layer sits above this one; :func:`zoo.finetune` and ``zoo finetune`` pass it)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if not callable(save):
+        raise TypeError("run_finetune needs save=zoo.save_for_hf (or another writer of the model folder)")
+    config.validate()
+    out = Path(config.out).expanduser()
+    _check_out(out, config.resume)
+    source = resolve_source(config.model, config.checkpoint_path)
+    cfg = source.cfg
+    arm = "pretrained" if config.pretrained and source.has_pretrained else "random_init"
+    if config.pretrained and not source.has_pretrained:
+        raise FinetuneError(f"{config.model} has no weights; pass a name with weights (see `zoo list --pretrained`) "
+                            "or --random-init for the random-init baseline")
+    data = open_user_data(config.data, masks=config.masks, image_root=config.image_root)
+    if data.spatial_dims != cfg.spatial_dims:
+        raise FinetuneError(f"{config.data} is {data.spatial_dims}D data but {config.model} is a "
+                            f"{cfg.spatial_dims}D model; pick a {data.spatial_dims}D checkpoint (`zoo list`)")
+    if config.val is not None:
+        val = open_user_data(config.val, classes=data.classes if data.kind != "segmentation" else None,
+                             image_root=config.image_root)
+        if val.kind != data.kind:
+            raise FinetuneError(f"--val {config.val} is {val.kind} data but --data is {data.kind}")
+        train, split = data, {"given": str(config.val)}
+    else:
+        tr, va = train_val_split(data, config.val_fraction, config.seed)
+        train, val = data.subset(tr), data.subset(va)
+        split = {"val_fraction": config.val_fraction, "seed": config.seed, "stratified": data.labels is not None}
+    if len(train) < 2 or len(val) < 1:
+        raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least 2 and "
+                           "1 are needed. Add data or change --val-fraction.")
+    _logger.info("train: %s", train.describe())
+    _logger.info("val:   %s", val.describe())
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_NAME
+    if data.kind == "segmentation":
+        result = train_segmentation(source, arm, train, val, config, config.seed, state_path)
+        size: tuple[int, ...] = result["cube"] if data.spatial_dims == 3 else (config.img_size or 128,) * 2
+    else:
+        size = (config.img_size,) * cfg.spatial_dims if config.img_size else tuple(cfg.input_size[1:])
+        prep = Preprocess(resolve_data_config(cfg, input_size=(cfg.in_chans, *size)))
+        hu = (cfg.intensity.hu_min, cfg.intensity.hu_max) if cfg.intensity.kind == "hu_window" else None
+        cdata = prepare_classification(train, val, size, cfg.voxel_spacing, hu)
+        result = train_classifier(source, arm, cdata, prep, config, config.seed, state_path, cfg.modality)
+    record: dict[str, Any] = {
+        "format": "zoo-finetune/1",
+        "zoo_version": __version__,
+        "command": config.command(),
+        "invocation": invocation,
+        "config": dataclasses.asdict(config),
+        "start": {"name": config.model, "arm": arm,
+                  "sha256": source.sha256 if arm == "pretrained" else None,
+                  "path": str(source.weights_path) if arm == "pretrained" else None},
+        "data": {"path": str(data.source), "format": data.format, "kind": data.kind, "spatial_dims": data.spatial_dims,
+                 "classes": list(data.classes), "split": split, "n_train": len(train), "n_val": len(val),
+                 "train_counts": train.counts(), "val_counts": val.counts(),
+                 "val_files": [str(f) for f in val.files]},
+        "input_size": [cfg.in_chans, *size],
+        "seed": config.seed,
+        "history": result["history"],
+        "completed": result["completed"],
+        "stopped_early": result["stopped_early"],
+        "best_epoch": result["best_epoch"],
+        "torch_version": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+    }
+    if not result["completed"]:
+        record["wall_time_s"] = round(time.perf_counter() - start, 3)
+        record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)
+        atomic_write_json(out / RECORD_NAME, record)
+        return FinetuneResult(out, record, completed=False)
+    model = result["model"]
+    metrics = result["val_metrics"]
+    record["val_metrics"] = metrics
+    record["decision"] = result["decision"]
+    record["val_metrics_note"] = (f"measured on the {len(val)} validation samples that also chose the best epoch "
+                                  "and the decision threshold: an optimistic estimate")
+    # the fine-tuned model's config: the checkpoint's, with the head, its names and its input
+    base = model.pretrained_cfg
+    label_names = data.classes
+    if data.kind == "segmentation":
+        label_names = ("background", *(f"label_{c}" for c in range(1, result.get("num_classes", 2)))) \
+            if data.spatial_dims == 3 else ("foreground",)
+    start_desc = f"{config.model} (sha256 {source.sha256})" if arm == "pretrained" else f"{cfg.architecture} (random init)"
+    model.pretrained_cfg = base.replace(
+        tag="finetuned", label_names=tuple(label_names), decision=result["decision"],
+        input_size=(base.in_chans, *size),
+        notes=f"Fine-tuned by `zoo finetune` from {start_desc} on {data.source} ({data.format}, {len(train)} "
+              f"training / {len(val)} validation samples); see finetune.json.")
+    scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    save(model, out, metrics={f"val_{k}": v for k, v in scalar.items()})
+    record["wall_time_s"] = round(time.perf_counter() - start, 3)
+    record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)  # all threads of this process
+    record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(out / RECORD_NAME, record)
+    return FinetuneResult(out, record, completed=True)
