@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from zoo.meta.cfg import MAX_CONFIG_DEPTH, PretrainedCfgError, cfg_from_config_dict
-from zoo.meta.registry import get_pretrained_cfg, list_models, list_pretrained
+from zoo.meta.cfg import MAX_CONFIG_DEPTH, PretrainedCfgError
+from zoo.meta.registry import cfg_from_config, get_pretrained_cfg, list_models, list_pretrained
 from zoo.models.builder import CheckpointError, load_state_dict_file
 
 FAST = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,7 +38,7 @@ FIELDS = sorted(BASE) + ["unknown_field"]
 def test_every_registered_cfg_reads_back() -> None:
     for name in list_models() + list_pretrained():
         data = json.loads(json.dumps(get_pretrained_cfg(name).to_dict()))
-        assert json.loads(json.dumps(cfg_from_config_dict(data).to_dict())) == data, name
+        assert json.loads(json.dumps(cfg_from_config(data).to_dict())) == data, name
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
@@ -74,7 +74,7 @@ def test_every_registered_cfg_reads_back() -> None:
 ])
 def test_each_field_is_checked_by_name(field: str, value: Any, needle: str) -> None:
     with pytest.raises(PretrainedCfgError) as err:
-        cfg_from_config_dict({**BASE, field: value}, "local-dir:/x", require_sha256=True)
+        cfg_from_config({**BASE, field: value}, "local-dir:/x", require_sha256=True)
     assert needle in str(err.value) and "local-dir:/x" in str(err.value), str(err.value)
 
 
@@ -83,12 +83,12 @@ def test_nesting_is_bounded() -> None:
     for _ in range(MAX_CONFIG_DEPTH + 1):
         deep = {"k": deep}
     with pytest.raises(PretrainedCfgError, match="metrics is nested deeper than"):
-        cfg_from_config_dict({**BASE, "metrics": deep})
+        cfg_from_config({**BASE, "metrics": deep})
     very_deep: Any = []
     for _ in range(50_000):  # deeper than Python's recursion limit: still one clear error
         very_deep = [very_deep]
     with pytest.raises(PretrainedCfgError, match="nested deeper"):
-        cfg_from_config_dict({**BASE, "arch_kwargs": {"x": very_deep}})
+        cfg_from_config({**BASE, "arch_kwargs": {"x": very_deep}})
 
 
 @FAST
@@ -111,7 +111,7 @@ def test_non_dicts_give_a_named_error(value: Any) -> None:
 
 def _valid_or_named(data: Any) -> None:
     try:
-        cfg = cfg_from_config_dict(data, "cfg.json")
+        cfg = cfg_from_config(data, "cfg.json")
     except PretrainedCfgError as err:
         assert str(err).startswith("cfg.json: ")
         return

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..meta.cfg import PretrainedCfg, cfg_from_config_dict
-from ..meta.registry import resolve_name, split_model_name
+from ..meta.cfg import PretrainedCfg
+from ..meta.registry import cfg_from_config, resolve_name, split_model_name
 from .integrity import verify_file
 from .paths import _COMMIT, CONFIG_NAME, HUB_PREFIXES, WEIGHTS_NAME, WeightsNotFoundError
 from .resolve import ResolvedWeights, resolve_weights, resolve_weights_record
@@ -51,7 +51,7 @@ def _cfg_from_config(config: dict[str, Any], where: str) -> PretrainedCfg:
         arch = config.get("architecture")
         hint = f" It describes a timm model ({arch}): load it with timm.create_model('{where}')." if arch else ""
         raise ValueError(f"{where}: config.json has no 'zoo' block, so it was not written by zoo.save_for_hf.{hint}")
-    return _current_name(cfg_from_config_dict(block["pretrained_cfg"], f"{where}: config.json", require_sha256=True))
+    return _current_name(cfg_from_config(block["pretrained_cfg"], f"{where}: config.json", require_sha256=True))
 
 
 def _current_name(cfg: PretrainedCfg) -> PretrainedCfg:

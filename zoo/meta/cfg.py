@@ -12,6 +12,7 @@ import dataclasses
 import math
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,13 +320,18 @@ def _json_like(value: Any) -> bool:
     return True
 
 
-def cfg_from_config_dict(data: Any, where: str = "config.json", *, require_sha256: bool = False) -> PretrainedCfg:
+def cfg_from_config_dict(
+    data: Any, where: str = "config.json", *, require_sha256: bool = False,
+    base_of: Callable[[str], PretrainedCfg] | None = None,
+) -> PretrainedCfg:
     """Check every field of a JSON pretrained config (type, range, nesting) and build the :class:`PretrainedCfg`.
 
     Raises :class:`PretrainedCfgError` (a ``ValueError``) naming the field, e.g. ``pretrained_cfg.in_chans must
     be an int >= 1, got '3'``; nothing else, whatever the input. ``require_sha256``: the weights it describes
     must be checkable (a 64-hex ``sha256``). Whether ``classifier`` / ``first_conv`` name the right modules is
-    checked when the model exists (:func:`zoo.models.builder.check_cfg_modules`).
+    checked when the model exists (:func:`zoo.models.builder.check_cfg_modules`). ``base_of`` (an architecture
+    name -> its registered cfg, e.g. :func:`zoo.meta.registry.get_pretrained_cfg`) checks that the architecture
+    is known and that its arch kwargs keep their types; :func:`zoo.meta.registry.cfg_from_config` passes it.
     """
     fix = "Write the config again with zoo.save_for_hf (or fix the field by hand)."
 
@@ -406,7 +412,8 @@ def cfg_from_config_dict(data: Any, where: str = "config.json", *, require_sha25
             raise fail(name, "holds values that are not JSON (non-string keys, NaN / Inf, objects)")
     if name_bad := [k for k in d.get("arch_kwargs", {}) if not k.isidentifier()]:
         raise fail("arch_kwargs", f"has keys that are not argument names: {name_bad[:8]}")
-    _check_arch_kwargs(d["architecture"], d.get("arch_kwargs", {}), fail)
+    if base_of is not None:
+        _check_arch_kwargs(d["architecture"], d.get("arch_kwargs", {}), fail, base_of)
     if "intensity" in d:
         d["intensity"] = _intensity(d["intensity"], in_chans, fail)
     try:
@@ -459,20 +466,16 @@ def _json_type(v: Any) -> str:
     return {str: "string", list: "list", tuple: "list", dict: "object"}.get(type(v), "null" if v is None else "other")
 
 
-def _check_arch_kwargs(architecture: str, arch_kwargs: dict[str, Any], fail: Any) -> None:
+def _check_arch_kwargs(architecture: str, arch_kwargs: dict[str, Any], fail: Any,
+                       base_of: Callable[[str], PretrainedCfg]) -> None:
     """The architecture must be zoo's; arch kwargs it registers must keep their JSON type (ints stay > 0)."""
-    from .registry import (  # same layer; the registry imports this module
-        UnknownModelError,
-        get_pretrained_cfg,
-    )
-
     if "." in architecture:
         raise fail("architecture", f"must be an architecture without a tag, got {architecture[:80]!r}")
     try:
         with warnings.catch_warnings():  # a config written under a deprecated name still validates
             warnings.simplefilter("ignore", DeprecationWarning)
-            base = get_pretrained_cfg(architecture)
-    except (UnknownModelError, KeyError, ValueError):
+            base = base_of(architecture)
+    except (KeyError, ValueError):
         raise fail("architecture", f"{architecture[:80]!r} is not a zoo architecture (see `zoo list`)") from None
     for key, ref in base.arch_kwargs.items():
         if key not in arch_kwargs or ref is None:

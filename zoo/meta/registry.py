@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cfg import PretrainedCfg
+from .cfg import PretrainedCfg, cfg_from_config_dict
 
 __all__ = [
     "UnknownModelError",
@@ -42,6 +42,7 @@ __all__ = [
     "get_pretrained_cfg",
     "get_model_entrypoint",
     "get_tags",
+    "cfg_from_config",
 ]
 
 
@@ -349,3 +350,15 @@ def get_model_entrypoint(name: str) -> Callable[..., Any]:
     if fn is None:
         raise RuntimeError(f"module {module!r} declares {arch_name!r} but does not register it")
     return fn
+
+
+def cfg_from_config(data: Any, where: str = "config.json", *, require_sha256: bool = False) -> PretrainedCfg:
+    """:func:`~zoo.meta.cfg.cfg_from_config_dict` that also checks the architecture against the registry.
+
+    A config written under a zoo 0.1 name still validates (its network is looked up without a warning).
+    """
+
+    def base_of(architecture: str) -> PretrainedCfg:
+        return get_pretrained_cfg(resolve_name(architecture, warn=False))
+
+    return cfg_from_config_dict(data, where, require_sha256=require_sha256, base_of=base_of)
