@@ -250,15 +250,34 @@ def _openselfsup() -> Built:
     return obj, "moco_v2_chexpert_epoch_200.pth", checks, [], 2 + 2 * (len(sd) + 4)
 
 
+def _moco_v2() -> Built:
+    """facebookresearch/moco main_moco.py: DataParallel MoCo with an MLP head on both encoders."""
+    m = _model("mocov2_resnet50")
+    sd = {k: v for k, v in m.state_dict().items() if not k.startswith("fc.")}
+    head = {"fc.0.weight": torch.randn(2048, 2048), "fc.0.bias": torch.randn(2048),
+            "fc.2.weight": torch.randn(128, 2048), "fc.2.bias": torch.randn(128)}
+    state = OrderedDict()
+    state.update(_prefixed("module.encoder_q.", {**sd, **head}))
+    state.update(_prefixed("module.encoder_k.", {**sd, **head}))
+    state["module.queue"] = torch.randn(128, 64)
+    state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    obj = {"epoch": 800, "arch": "resnet50", "state_dict": state, "optimizer": _sgd_state()}
+    checks = [("mocov2_resnet50", _forward, X2D, m(X2D))]
+    return obj, "moco_v2_800ep_pretrain.pth.tar", checks, [], 4 + len(sd) + 4 + 2
+
+
 BUILDERS: dict[str, Callable[[], Built]] = {
     "pcrlv2-2d": _pcrlv2_2d, "pcrlv2-3d": _pcrlv2_3d, "swcl-resnet18": _swcl_resnet18,
     "swcl-resnetv2-50x1": _swcl_resnetv2, "genesis": _genesis, "pcrl-2d": _pcrl_2d, "pcrl-3d": _pcrl_3d,
-    "openselfsup": _openselfsup,
+    "openselfsup": _openselfsup, "moco-v2": _moco_v2,
 }
 
 
 def _convert(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    rc = main(["convert", *args])
+    try:
+        rc = main(["convert", *args])
+    except SystemExit as exit_:  # argparse refused an argument
+        rc = int(exit_.code or 0)
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -434,7 +453,8 @@ def test_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_wrong_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "pytorch_model.bin"
     torch.save(_prefixed("encoder.", zoo.create_model("resnet18").state_dict()), src)
-    _fails(capsys, tmp_path, src, "has no 'state_dict' entry", "not a pcrlv2-2d checkpoint")
+    _fails(capsys, tmp_path, src, "is a bare state dict", "not the full pcrlv2-2d checkpoint",
+           "torch.save({'state_dict': sd}")
     _fails(capsys, tmp_path, _pcrlv2_file(tmp_path), "does not convert to unet3d_seg.genesis_chest_ct", layout="genesis")
 
 
@@ -460,4 +480,60 @@ def test_output_must_be_safetensors_and_writable(tmp_path: Path, capsys: pytest.
     assert rc == 2 and "must be a .safetensors file" in err
     (tmp_path / "file").write_text("")
     rc, _, err = _convert(capsys, "--from", "pcrlv2-2d", src, "-o", str(tmp_path / "file" / "x.safetensors"))
-    assert rc == 2 and "cannot write" in err
+    assert rc == 2 and "is a file" in err and "Traceback" not in err
+    from zoo.convert import ConvertError, convert_checkpoint
+
+    with pytest.raises(ConvertError, match="cannot write"):  # the API, without the CLI's argument check
+        convert_checkpoint(src, "pcrlv2-2d", tmp_path / "file" / "x.safetensors")
+    (tmp_path / "outdir").mkdir()
+    rc, _, err = _convert(capsys, "--from", "pcrlv2-2d", src, "-o", str(tmp_path / "outdir"))
+    assert rc == 2 and "is a directory" in err and "Traceback" not in err
+    with pytest.raises(ConvertError, match="is a directory; give a file name"):
+        convert_checkpoint(src, "pcrlv2-2d", tmp_path / "outdir")
+
+
+def test_moco_v2_file_under_openselfsup_names_the_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with torch.no_grad():
+        obj = _moco_v2()[0]
+    src = tmp_path / "moco_v2_800ep_pretrain.pth.tar"
+    torch.save(obj, src)
+    _fails(capsys, tmp_path, src, "no weights left", "--from moco-v2", layout="openselfsup")
+
+
+def test_bare_state_dict_is_short_and_names_the_wrap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "bare.pt"
+    torch.save(zoo.create_model("pcrlv2_unet3d_seg").state_dict(), src)
+    out = tmp_path / "out.safetensors"
+    rc, _, err = _convert(capsys, "--from", "pcrlv2-3d", str(src), "-o", str(out))
+    assert rc == 2 and "bare state dict" in err and "in all" in err and "wrapped.pt" in err
+    assert len(err) < 600 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["sparse", "quantized", "meta", "complex"])
+def test_unstorable_tensors_are_refused(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def edit(sd: dict[str, torch.Tensor]) -> None:
+        w = sd["layer1.0.conv1.weight"]
+        sd["layer1.0.conv1.weight"] = {
+            "sparse": lambda: w.to_sparse(),
+            "quantized": lambda: torch.quantize_per_tensor(w, 0.1, 0, torch.qint8),
+            "meta": lambda: torch.empty_like(w, device="meta"),
+            "complex": lambda: w.to(torch.complex64),
+        }[kind]()
+
+    src = _pcrlv2_file(tmp_path, edit)
+    _fails(capsys, tmp_path, src, f"is a {kind} tensor", "layer1.0.conv1.weight")
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", 3, ""])
+def test_invalid_opt_norm(norm: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with torch.no_grad():
+        obj = _pcrl_3d()[0]
+    obj["opt"].norm = norm
+    src = tmp_path / "pcrl_3d.pt"
+    torch.save(obj, src)
+    _fails(capsys, tmp_path, src, "opt.norm is", "bn, batch_stats_bn, gn, in", layout="pcrl-3d")
+
+
+def test_non_tensor_grammar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _pcrlv2_file(tmp_path, lambda sd: sd.__setitem__("layer1.0.bn1.num_batches_tracked", 3))
+    _fails(capsys, tmp_path, src, "is an int, not a tensor")

@@ -6,7 +6,18 @@ import argparse
 import json
 import sys
 
-from ._common import CliError
+from ._common import (
+    CliError,
+    existing_file,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    read_json_file,
+)
 
 __all__ = ["add_parsers"]
 
@@ -53,8 +64,17 @@ def _cmd_gradcam(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .. import report
 
+    loaded = []
+    for path in args.results:
+        data = read_json_file(path, "give the JSON files `zoo eval` writes")
+        if not isinstance(data, dict):
+            raise CliError(f"{path} holds a JSON {type(data).__name__}, not a zoo eval results object; "
+                           f"give the JSON files `zoo eval` writes")
+        if data.get("format") != "zoo-eval/1" or not isinstance(data.get("runs"), dict):
+            raise CliError(f"{path} is not a zoo eval results file (format zoo-eval/1); produce it with `zoo eval`")
+        loaded.append(data)
     try:
-        results = report.load_results(args.results)
+        results = report.load_results(loaded)
         if args.plot:
             report.plot_label_fractions(results, args.plot)
         if args.metrics:
@@ -63,6 +83,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         text = report.model_card_results(results, plot_path=args.plot, gradcam_path=args.gradcam)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from err
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        raise CliError(f"a results file is incomplete or malformed ({type(err).__name__}: {err}); "
+                       f"write it again with `zoo eval`") from err
     if args.markdown:
         from pathlib import Path
 
@@ -82,13 +105,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"label fraction must be in (0, 1], e.g. 0.01, 0.1 or 1; got {text}")
-    return value
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from ..eval import TASK_NAMES
 
@@ -98,41 +114,42 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--protocol", choices=("linear", "finetune"), default="linear",
                    help="linear: frozen backbone + logistic regression (segmentation: frozen encoder); "
                    "finetune: the whole network")
-    p.add_argument("--label-fraction", type=_fraction, default=1.0, help="fraction of training labels (stratified)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
-    p.add_argument("--epochs", type=int, help="fine-tuning / segmentation epochs (default: per task)")
-    p.add_argument("--img-size", type=int, help="input size (default: per task; crop size for segmentation)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (finetune, segmentation)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--max-train", type=int, help="keep a stratified subset of this many training samples")
-    p.add_argument("--max-test", type=int, help="keep a stratified subset of this many test samples")
-    p.add_argument("--checkpoint-path", help="a local safetensors file for NAME (instead of registered weights)")
+    p.add_argument("--label-fraction", type=fraction, default=1.0, help="fraction of training labels (stratified)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0 .. N-1)")
+    p.add_argument("--epochs", type=positive_int, help="fine-tuning / segmentation epochs (default: per task)")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: per task; crop size for segmentation)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float, default=5e-4, help="AdamW learning rate (finetune, segmentation)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
+    p.add_argument("--max-train", type=positive_int, help="keep a stratified subset of this many training samples")
+    p.add_argument("--max-test", type=positive_int, help="keep a stratified subset of this many test samples")
+    p.add_argument("--checkpoint-path", type=existing_file, help="a local safetensors file for NAME (instead of registered weights)")
     p.add_argument("--robustness", action="store_true", help="also score blurred, noisy, low-contrast and JPEG test images")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--out", help="results JSON (default: OUT_DIR/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
-    p.add_argument("--out-dir", default="zoo-results", help="directory of the results JSON when --out is not given "
-                   "(default: ./zoo-results)")
+    p.add_argument("--threads", type=positive_int, help="torch threads")
+    p.add_argument("--out", type=output_file,
+                   help="results JSON (default: OUT_DIR/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
+    p.add_argument("--out-dir", type=output_dir, default="zoo-results",
+                   help="directory of the results JSON when --out is not given (default: ./zoo-results)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("gradcam", help="Grad-CAM figure of a few test images, checkpoint vs random init")
     p.add_argument("name")
     p.add_argument("--task", required=True, choices=TASK_NAMES)
-    p.add_argument("-o", "--output", required=True, help="PNG path")
-    p.add_argument("--n-images", type=int, default=4)
-    p.add_argument("--img-size", type=int, help="input size (default 224 px; 64^3 voxels for 3D tasks)")
-    p.add_argument("--checkpoint-path")
-    p.add_argument("--max-train", type=int, help="fit the linear probe on this many training images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True, type=output_file, help="PNG path")
+    p.add_argument("--n-images", type=positive_int, default=4)
+    p.add_argument("--img-size", type=positive_int, help="input size (default 224 px; 64^3 voxels for 3D tasks)")
+    p.add_argument("--checkpoint-path", type=existing_file, help="a local safetensors file for NAME")
+    p.add_argument("--max-train", type=positive_int, help="fit the linear probe on this many training images")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=_cmd_gradcam)
 
     p = sub.add_parser("report", help="results files -> model-card markdown, plot, or registry metrics")
-    p.add_argument("results", nargs="+", help="JSON files written by `zoo eval`")
-    p.add_argument("--markdown", help="write the markdown here instead of printing it")
-    p.add_argument("--plot", help="also write a PNG of the metric vs label fraction")
-    p.add_argument("--gradcam", help="a PNG drawn by `zoo gradcam` to show (with its command) in the markdown")
-    p.add_argument("--card", help="replace the checkpoint's block in this model card (between its "
+    p.add_argument("results", nargs="+", type=existing_file, help="JSON files written by `zoo eval`")
+    p.add_argument("--markdown", type=output_file, help="write the markdown here instead of printing it")
+    p.add_argument("--plot", type=output_file, help="also write a PNG of the metric vs label fraction")
+    p.add_argument("--gradcam", type=existing_file, help="a PNG drawn by `zoo gradcam` to show (with its command) in the markdown")
+    p.add_argument("--card", type=existing_file, help="replace the checkpoint's block in this model card (between its "
                                   "'<!-- zoo report NAME: begin/end -->' lines)")
     p.add_argument("--metrics", action="store_true", help="print the registry `metrics` dict (JSON) instead")
     p.set_defaults(func=_cmd_report)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import CliError
+from ._common import (
+    CliError,
+    existing_path,
+    nonnegative_float,
+    nonnegative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+    spacing_value,
+    unit_interval,
+)
 
 __all__ = ["add_parsers"]
 
@@ -86,6 +96,8 @@ def _with_recipe(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _config_fields(args: argparse.Namespace, parse_hparams: Any) -> dict[str, Any]:
+    if args.spacing != ["native"] and (len(args.spacing) != 3 or "native" in args.spacing):
+        raise CliError(f"--spacing needs 3 positive values (mm) or 'native', got {' '.join(args.spacing)}")
     spacing = None if args.spacing == ["native"] else tuple(float(s) for s in args.spacing)
     if spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
         raise CliError(f"--spacing needs 3 positive values (mm) or 'native', got {args.spacing}")
@@ -121,34 +133,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", metavar="METHOD", help=f"one of {', '.join(METHOD_SUMMARIES)} (listed below)")
     p.add_argument("--arch",
                    help="a zoo network, e.g. resnet18, unet_resnet18, unet3d_small_seg (zoo 0.1 names still work)")
-    p.add_argument("--data", help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
+    p.add_argument("--data", type=existing_path, help="an image folder, a MedMNIST .npz, or a folder of NIfTI CT volumes")
     p.add_argument("--recipe", default=None, metavar="NAME",
                    help="a reference recipe (zoo/recipes/NAME.toml, e.g. simclr_kermany); other flags override it")
-    p.add_argument("--out", help="run directory, e.g. runs/simclr_kermany (default with --recipe: runs/NAME)")
+    p.add_argument("--out", type=output_dir, help="run directory, e.g. runs/simclr_kermany (default with --recipe: runs/NAME)")
     p.add_argument("--data-kind", default="auto", choices=["auto", "folder", "fundus", "medmnist", "nifti"])
-    p.add_argument("--img-size", type=int, default=224, help="2D image size (default 224)")
-    p.add_argument("--cube-size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"),
+    p.add_argument("--img-size", type=positive_int, default=224, help="2D image size (default 224)")
+    p.add_argument("--cube-size", type=positive_int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"),
                    help="3D cube size in voxels (default 64 64 32)")
-    p.add_argument("--spacing", nargs="+", default=["1", "1", "1"],
+    p.add_argument("--spacing", nargs="+", type=spacing_value, default=["1", "1", "1"],
                    help="CT voxel spacing in mm to resample to (3 values, default 1 1 1) or 'native'")
-    p.add_argument("--samples-per-volume", type=int, default=64, help="CT cubes per volume per epoch")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the method's recipe)")
+    p.add_argument("--samples-per-volume", type=positive_int, default=64, help="CT cubes per volume per epoch")
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: the method's recipe)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the method's recipe")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up before the cosine schedule")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=None)
+    p.add_argument("--momentum", type=unit_interval, default=None, help="SGD momentum")
+    p.add_argument("--warmup-steps", type=nonnegative_int, default=0, help="linear warm-up before the cosine schedule")
     p.add_argument("--init-from", default=None,
                    help="HPT: start the backbone from a zoo checkpoint (arch.tag), a .safetensors file or a run dir")
     p.add_argument("--bn-only", action="store_true", help="with --init-from: train only the backbone's norm layers")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint; its arguments are read from "
                         "--out/run.json (those given again must agree)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every K steps (and at each epoch end)")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (schedule unchanged)")
+    p.add_argument("--workers", type=nonnegative_int, default=0, help="data loader worker processes")
+    p.add_argument("--ckpt-every", type=positive_int, default=500, help="checkpoint every K steps (and at each epoch end)")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                    help="channels_last memory format (default: on)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")

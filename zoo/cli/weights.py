@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..convert.layouts import LAYOUTS, layout_names
 from ..meta.registry import get_pretrained_cfg, is_model, list_models
-from ._common import CliError
+from ._common import CliError, existing_dir, existing_file, output_dir, output_file, read_json_file
 
 __all__ = ["add_parsers"]
 
@@ -28,6 +28,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     )
 
     counts: Counter[str] = Counter()
+    if args.mirror:  # check the manifest before anything is printed
+        manifest = read_json_file(f"{args.mirror}/manifest.json",
+                                  f"recreate it with `zoo mirror NAME --to {args.mirror}`")
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict) or not all(
+                isinstance(m, dict) and isinstance(m.get("sha256"), str) for m in manifest.get("files", {}).values()):
+            raise CliError(f"{args.mirror}/manifest.json is not a zoo mirror manifest (no 'files' with sha256s); "
+                           f"recreate it with `zoo mirror NAME --to {args.mirror}`")
 
     def report(status: str, name: str, where: object = "", detail: str = "") -> None:
         counts[status] += 1
@@ -83,7 +90,45 @@ def _expand_names(patterns: Sequence[str]) -> list[str]:
         if not found:
             get_pretrained_cfg(pattern)  # a mistyped name raises with the closest matches
             raise CliError(f"{pattern!r} has no registered weights; see `zoo list --pretrained`")
-        names.extend(found)
+        names.extend(n for n in found if n not in names)
+    return names
+
+
+def _needs_convert(name: str) -> str | None:
+    """For an official entry that no source can fetch and that has no local copy yet: the note
+    naming ``zoo convert``; else None (the entry can be downloaded or mirrored)."""
+    from ..hub import IntegrityError, WeightsNotFoundError, is_hub_name, resolve_weights
+
+    if is_hub_name(name):
+        return None
+    cfg = get_pretrained_cfg(name)
+    if not cfg.convert_from or cfg.hf_hub_id or cfg.url:
+        return None
+    try:
+        resolve_weights(cfg, download=False)
+    except WeightsNotFoundError:
+        return (f"official upstream file, not downloadable: get {cfg.origin or 'it from its authors'} and run "
+                f"`zoo convert --from {cfg.convert_from} FILE --name {name}`")
+    except IntegrityError:
+        return None  # a corrupt local copy: reported as such by download / mirror
+    return None
+
+
+def _plan(patterns: Sequence[str]) -> list[str]:
+    """The names to download / mirror: entries a wildcard matched that must be converted first are
+    skipped with a note; such an entry named explicitly is an error naming ``zoo convert``."""
+    names = []
+    for name in _expand_names(patterns):
+        note = _needs_convert(name)
+        if note is None:
+            names.append(name)
+        elif name in patterns:
+            raise CliError(f"{name} is an {note}")
+        else:
+            print(f"SKIPPED  {name}\n{_indent(note)}")
+    if not names:
+        raise CliError(f"nothing to do: every entry matching {' '.join(patterns)} must be converted first "
+                       f"(see the notes above)")
     return names
 
 
@@ -91,7 +136,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
     from ..hub import IntegrityError, WeightsNotFoundError, download
 
     failed = 0
-    for name in _expand_names(args.names):
+    for name in _plan(args.names):
         try:
             print(f"OK       {name}  {download(name, force=args.force)}")
         except (WeightsNotFoundError, IntegrityError, ValueError) as err:
@@ -103,7 +148,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _cmd_mirror(args: argparse.Namespace) -> int:
     from ..hub import IntegrityError, WeightsNotFoundError, mirror
 
-    names = _expand_names(args.names)
+    names = _plan(args.names)
     try:
         manifest = mirror(names, args.to)
     except (WeightsNotFoundError, IntegrityError, ValueError) as err:
@@ -178,7 +223,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("names", nargs="*", help="wildcard filters (default: all)")
     p.add_argument("--cache", action="store_true",
                    help="re-hash every local copy (mirror, weights/, Hugging Face cache, downloads)")
-    p.add_argument("--mirror", metavar="DIR", help="re-hash every file listed in DIR/manifest.json")
+    p.add_argument("--mirror", metavar="DIR", type=existing_dir, help="re-hash every file listed in DIR/manifest.json")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("download", help="fetch and verify weights now (arch.tag patterns or hf-hub:org/name)")
@@ -188,7 +233,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = sub.add_parser("mirror", help="copy weights + manifest into a directory for air-gapped use (ZOO_WEIGHTS_DIR)")
     p.add_argument("names", nargs="+")
-    p.add_argument("--to", required=True, metavar="DIR")
+    p.add_argument("--to", required=True, metavar="DIR", type=output_dir)
     p.set_defaults(func=_cmd_mirror)
 
     p = sub.add_parser("push", help="publish a checkpoint to the Hugging Face Hub (config.json, safetensors, card)")
@@ -204,7 +249,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "to zoo's, strict-load them and write safetensors. Layouts: "
                        + "; ".join(f"{n}: {lay.description}" for n, lay in LAYOUTS.items()))
     p.add_argument("--from", dest="layout", required=True, choices=layout_names(), help="the official layout")
-    p.add_argument("path", help="the official file (.pt / .bin / .pth)")
-    p.add_argument("-o", "--output", help="output .safetensors (default: $ZOO_WEIGHTS_DIR/<registered file>)")
+    p.add_argument("path", type=existing_file, help="the official file (.pt / .bin / .pth)")
+    p.add_argument("-o", "--output", type=output_file, help="output .safetensors (default: $ZOO_WEIGHTS_DIR/<registered file>)")
     p.add_argument("--name", help="registry name arch.tag the file is for (default: the official entry)")
     p.set_defaults(func=_cmd_convert)

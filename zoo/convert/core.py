@@ -105,6 +105,42 @@ def _unreadable(path: Path, err: BaseException) -> str:
     )
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: ``an int``, ``a list``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _kind(value: Any) -> str:
+    """What a non-tensor value is, for messages: ``an int``, ``a str``, ``a dict``."""
+    return _a(type(value).__name__)
+
+
+def _short_list(items: list[str], n: int = 8) -> str:
+    """The first ``n`` items and how many there are: a long key list stays one short line."""
+    shown = ", ".join(items[:n])
+    return f"{shown}, ... ({len(items)} in all)" if len(items) > n else (shown or "none")
+
+
+def _tensor_problem(value: torch.Tensor) -> str | None:
+    """Why a tensor cannot be stored as a dense safetensors weight, with the fix; None if it can."""
+    if value.is_meta or value.device.type == "meta":
+        return ("a meta tensor (shape only, no data: the file was saved from a model built on the "
+                "'meta' device); save it again from a model with real weights")
+    if value.layout != torch.strided:
+        return f"a sparse tensor ({value.layout}); save the checkpoint with dense tensors (tensor.to_dense())"
+    if value.is_quantized:
+        return (f"a quantized tensor ({value.dtype}); zoo converts float checkpoints: use the original "
+                f"float file (or tensor.dequantize())")
+    if value.is_complex():
+        return f"a complex tensor ({value.dtype}); network weights are real-valued"
+    return None
+
+
+def _looks_like_state_dict(obj: Mapping[str, Any]) -> bool:
+    """True for a bare ``{name: tensor}`` dict (what ``torch.load(f)['state_dict']`` returns)."""
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def _opt_value(obj: Mapping[str, Any], key: str) -> Any:
     opt = obj.get("opt")
     if isinstance(opt, Mapping):
@@ -117,7 +153,8 @@ def extract_state_dict(
 ) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], list[str]]:
     """Apply ``layout`` to an unpickled checkpoint: ``(zoo state dict, dropped by reason, ignored entries)``."""
     if not isinstance(obj, Mapping):
-        raise ConvertError(f"{source} holds a {type(obj).__name__}, not a dict: it is not a {layout.name} checkpoint")
+        raise ConvertError(f"{source} holds {_kind(obj)}, not a dict: it is not a {layout.name} checkpoint "
+                           f"({layout.description})")
     out: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     dropped: dict[str, list[str]] = {}
@@ -128,20 +165,31 @@ def extract_state_dict(
         elif entry in obj:
             container = obj[entry]
             used.add(entry)
+        elif _looks_like_state_dict(obj):
+            wrap = ", ".join(f"{e!r}: ..." for e, _ in layout.containers)
+            raise ConvertError(
+                f"{source} is a bare state dict ({len(obj)} tensors: {_short_list([str(k) for k in obj], 4)}), "
+                f"not the full {layout.name} checkpoint, which keeps it under {entry!r}. Convert the file as "
+                f"downloaded, or wrap it: torch.save({{{wrap.replace('...', 'sd', 1)}}}, 'wrapped.pt')"
+                + (" (with the other entries too)" if len(layout.containers) > 1 else "")
+            )
         else:
             raise ConvertError(
                 f"{source} has no {entry!r} entry, so it is not a {layout.name} checkpoint "
-                f"({layout.description}). Its entries: {', '.join(map(str, obj)) or 'none'}."
+                f"({layout.description}). Its entries: {_short_list([str(k) for k in obj])}."
             )
         if not isinstance(container, Mapping):
-            raise ConvertError(f"{source}: {entry!r} is a {type(container).__name__}, not a state dict")
+            raise ConvertError(f"{source}: {entry!r} is {_kind(container)}, not a state dict")
         for key, value in container.items():
             where = f"{entry}[{key!r}]" if entry else repr(key)
             if not isinstance(value, torch.Tensor):
                 if entry is None:  # a plain state dict must hold tensors only
-                    raise ConvertError(f"{source}: {where} is a {type(value).__name__}, not a tensor; "
+                    raise ConvertError(f"{source}: {where} is {_kind(value)}, not a tensor; "
                                        f"this is not a {layout.name} checkpoint ({layout.description})")
-                raise ConvertError(f"{source}: {where} is a {type(value).__name__}, not a tensor")
+                raise ConvertError(f"{source}: {where} is {_kind(value)}, not a tensor")
+            problem = _tensor_problem(value)
+            if problem is not None:
+                raise ConvertError(f"{source}: {where} is {problem}")
             new, reason = layout.map_key(str(key), prefix)
             if reason is not None:
                 dropped.setdefault(reason, []).append(str(key))
@@ -151,9 +199,36 @@ def extract_state_dict(
             out[new] = value
             origin[new] = where
     if not out:
-        raise ConvertError(f"{source}: no weights left after dropping {sum(map(len, dropped.values()))} keys")
+        n_dropped = sum(map(len, dropped.values()))
+        hint = _other_layout_hint(layout, [k for keys in dropped.values() for k in keys])
+        raise ConvertError(
+            f"{source}: no weights left after dropping {n_dropped} keys "
+            f"({'; '.join(dropped) or 'the containers are empty'}). {hint}"
+        )
     ignored = [] if any(e is None for e, _ in layout.containers) else [str(k) for k in obj if k not in used]
     return out, dropped, ignored
+
+
+def _other_layout_hint(layout: Layout, keys: list[str]) -> str:
+    """Which other layout a file whose keys all got dropped probably is."""
+    from .layouts import LAYOUTS
+
+    if any(k.removeprefix("module.").startswith("encoder_q.") for k in keys) and layout.name != "moco-v2":
+        return ("Its weights are under encoder_q: it is a facebookresearch/moco checkpoint; "
+                "convert it with `zoo convert --from moco-v2`.")
+    return f"Is it really a {layout.name} file? Layouts: {', '.join(LAYOUTS)}."
+
+
+def _check_arch_kwargs(layout: Layout, kwargs: dict[str, Any], source: str) -> None:
+    """Architecture arguments read from the checkpoint's ``opt`` must be ones zoo can build."""
+    if "norm" in kwargs:
+        from ..models.unet3d import NORMS
+
+        if not isinstance(kwargs["norm"], str) or kwargs["norm"] not in NORMS:
+            raise ConvertError(
+                f"{source}: opt.norm is {kwargs['norm']!r}, which zoo's 3D U-Net does not build (one of "
+                f"{', '.join(NORMS)}); the file is damaged or not a {layout.name} checkpoint"
+            )
 
 
 def _resolve_name(layout: Layout, name: str | None, source: Path) -> str:
@@ -219,6 +294,8 @@ def convert_checkpoint(
     name = _resolve_name(layout, name, source)
     cfg = get_pretrained_cfg(name) if is_model(name) else None
     out = Path(output) if output is not None else _default_output(cfg, source)
+    if out.is_dir():
+        raise ConvertError(f"the output {out} is a directory; give a file name, e.g. -o {out / (name + '.safetensors')}")
     if out.suffix != ".safetensors":
         raise ConvertError(f"the output must be a .safetensors file, got {out}")
 
@@ -228,6 +305,7 @@ def convert_checkpoint(
         base = (cfg.arch_kwargs if cfg is not None else {}).get(key)
         if value is not None and value != base:
             arch_kwargs[key] = value
+    _check_arch_kwargs(layout, arch_kwargs, source.name)
     source_sha = sha256_file(source)
     dropped_keys = sorted(k for keys in dropped.values() for k in keys)
     metadata = {

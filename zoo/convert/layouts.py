@@ -168,6 +168,19 @@ LAYOUTS: dict[str, Layout] = {
             opt_arch_kwargs=("norm",),
         ),
         Layout(
+            name="moco-v2",
+            description="MoCo v2 (facebookresearch/moco, main_moco.py, e.g. moco_v2_800ep_pretrain.pth.tar): "
+            "{'epoch', 'arch', 'state_dict', 'optimizer'}; state_dict = module.encoder_q.* (the backbone, "
+            "torchvision names, MLP head fc.0/fc.2) + module.encoder_k.* + module.queue",
+            archs=("mocov2_resnet50",),
+            strip_prefixes=("module.", "encoder_q."),
+            drops=(
+                Drop(r"^fc\.", "MoCo v2 MLP head of the query encoder (fc.0 -> ReLU -> fc.2, 128-d)"),
+                Drop(r"^encoder_k\.", "MoCo key encoder (momentum copy of the query encoder)"),
+                Drop(r"^queue(_ptr)?$", "MoCo negative queue"),
+            ),
+        ),
+        Layout(
             name="openselfsup",
             description="OpenSelfSup / HPT MoCo v2: {'state_dict', 'meta' | 'author', ...}; backbone.* keys "
             "(or already extracted, no prefix) next to encoder_q/encoder_k/neck/queue",

@@ -118,38 +118,40 @@ def mirror(names: Sequence[str], directory: str | os.PathLike[str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(root)
     files: dict[str, Any] = manifest["files"]
-    for name in names:
-        if is_hub_name(name):
-            source, repo_id, _ = parse_hub_name(name)
-            if source == "local-dir":
-                raise ValueError(f"{name} is already a local directory: copy it as it is")
-            weights = download(name)
-            cfg, _ = resolve_hub_model(f"hf-hub:{repo_id}@{_snapshot_commit(weights) or 'main'}", pretrained=False,
-                                       download=False)
-            for fname in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-                src = weights.parent / fname
-                if not src.is_file():
-                    continue
-                expected = cfg.sha256 if fname == WEIGHTS_NAME else None
-                rel = f"{repo_id}/{fname}"
-                digest = copy_verified(src, root / rel, expected, cfg.file_size if expected else None)
+    try:  # the manifest lists whatever was copied, even when a later name fails
+        for name in names:
+            if is_hub_name(name):
+                source, repo_id, _ = parse_hub_name(name)
+                if source == "local-dir":
+                    raise ValueError(f"{name} is already a local directory: copy it as it is")
+                weights = download(name)
+                cfg, _ = resolve_hub_model(f"hf-hub:{repo_id}@{_snapshot_commit(weights) or 'main'}", pretrained=False,
+                                           download=False)
+                for fname in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+                    src = weights.parent / fname
+                    if not src.is_file():
+                        continue
+                    expected = cfg.sha256 if fname == WEIGHTS_NAME else None
+                    rel = f"{repo_id}/{fname}"
+                    digest = copy_verified(src, root / rel, expected, cfg.file_size if expected else None)
+                    files[rel] = {"sha256": digest, "size": (root / rel).stat().st_size, "for": name,
+                                  "repo_id": repo_id, "revision": cfg.hf_hub_revision}
+            else:
+                cfg = _registered_cfg(name)
+                wf = WeightFile.from_cfg(cfg)
+                src = resolve_weights(wf)
+                rel = mirror_paths(wf)[0]
+                digest = copy_verified(src, root / rel, wf.sha256, wf.size)
                 files[rel] = {"sha256": digest, "size": (root / rel).stat().st_size, "for": name,
-                              "repo_id": repo_id, "revision": cfg.hf_hub_revision}
-        else:
-            cfg = _registered_cfg(name)
-            wf = WeightFile.from_cfg(cfg)
-            src = resolve_weights(wf)
-            rel = mirror_paths(wf)[0]
-            digest = copy_verified(src, root / rel, wf.sha256, wf.size)
-            files[rel] = {"sha256": digest, "size": (root / rel).stat().st_size, "for": name,
-                          "repo_id": cfg.hf_hub_id, "revision": cfg.hf_hub_revision}
-        _logger.info("mirrored %s into %s", name, root)
-    from .. import __version__
+                              "repo_id": cfg.hf_hub_id, "revision": cfg.hf_hub_revision}
+            _logger.info("mirrored %s into %s", name, root)
+    finally:
+        from .. import __version__
 
-    manifest["zoo_version"] = __version__
-    atomic_write_json(root / MANIFEST_NAME, manifest, indent=2, sort_keys=False)
-    sums = "".join(f"{meta['sha256']}  {rel}\n" for rel, meta in sorted(files.items()))
-    (root / "SHA256SUMS").write_text(sums)
+        manifest["zoo_version"] = __version__
+        atomic_write_json(root / MANIFEST_NAME, manifest, indent=2, sort_keys=False)
+        sums = "".join(f"{meta['sha256']}  {rel}\n" for rel, meta in sorted(files.items()))
+        (root / "SHA256SUMS").write_text(sums)
     return root / MANIFEST_NAME
 
 
