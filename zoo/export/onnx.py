@@ -41,6 +41,7 @@ __all__ = [
     "VerifyReport",
     "ExportResult",
     "export_onnx",
+    "opset_range",
     "quantize_onnx",
     "verify_onnx",
     "compare_outputs",
@@ -767,6 +768,54 @@ def quantize_onnx(
 
 
 # --- the public entry point --------------------------------------------------------------------------
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets the installed torch's exporters can write: ``(lowest, highest)``."""
+    from torch.onnx import _constants
+
+    return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+
+
+def _check_opset(opset: int | None) -> None:
+    if opset is None:
+        return
+    low, high = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise ExportError(f"opset {opset!r} is outside what torch {torch.__version__} exports ({low} to {high}); "
+                          f"omit --opset for the exporter's default, or pick one in that range")
+
+
+def _synthetic_inputs(size: tuple[int, ...], n: int) -> tuple[np.ndarray, str]:
+    """Seeded standard-normal inputs ``(n, *size)``: enough to trace a graph when nothing is verified."""
+    rng = np.random.default_rng(0)
+    desc = f"synthetic input (seeded normal noise), {n} samples, input {'x'.join(map(str, size))}"
+    return rng.standard_normal((n, *size)).astype(np.float32), desc
+
+
+def _example_inputs(cfg: PretrainedCfg, size: tuple[int, ...], n: int, verify: bool,
+                    sample: str | os.PathLike[str] | None) -> tuple[np.ndarray, str]:
+    """The inputs to trace (and verify) on: ``sample`` if given, else real data to verify on, else synthetic."""
+    if sample is not None:
+        if not Path(sample).is_file():
+            raise ExportError(f"sample {sample} does not exist (or is not a file): give an image (2D) or a "
+                              f"NIfTI volume (3D)")
+        try:
+            return sample_inputs(cfg, size, n, "verify", sample)
+        except (OSError, ValueError) as err:
+            raise ExportError(f"cannot use {sample} as a sample input ({type(err).__name__}: {err}); give an "
+                              f"image (2D) or a NIfTI volume (3D)") from None
+    if not verify:
+        return _synthetic_inputs(size, n)
+    try:
+        return sample_inputs(cfg, size, n, "verify")
+    except FileNotFoundError as err:
+        raise ExportError(f"{_first_line(err)} Verification needs real inputs: give one with --sample FILE "
+                          f"(sample=...), or skip it with --no-verify (verify=False).") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0]
+
+
 def _check_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".onnx":
@@ -800,6 +849,7 @@ def export_onnx(
     calibration_samples: int = 32,
     calibration_method: str = "minmax",
     verbose: bool = False,
+    sample: str | os.PathLike[str] | None = None,
     **model_kwargs: Any,
 ) -> ExportResult:
     """Export a zoo model to one self-contained ONNX file, verified by onnxruntime.
@@ -824,6 +874,9 @@ def export_onnx(
         calibration_samples / calibration_method: how many calibration inputs, and how activation ranges
             are set from them (``minmax``, ``percentile`` or ``entropy``; see :func:`quantize_onnx`).
         verbose: show the exporters' and quantizer's own output.
+        sample: an image (2D) or NIfTI volume (3D) to trace and verify on instead of the data under
+            ``$ZOO_DATA_DIR``. Without it and with ``verify=False``, a seeded synthetic input is traced, so
+            no data is needed.
         **model_kwargs: passed to :func:`zoo.create_model` (e.g. ``num_classes``, ``in_chans``).
     """
     t0 = time.perf_counter()
@@ -832,6 +885,7 @@ def export_onnx(
     _check_calibration_method(calibration_method)
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
+    _check_opset(opset)
     path = _check_path(path)
     model, cfg, weights_sha256 = _resolve_model(model_or_name, features_only, pretrained, checkpoint_path, model_kwargs)
     if weights_sha256:
@@ -848,7 +902,7 @@ def export_onnx(
         # real inputs: the example, the verification batches (two sizes), the calibration set
         verify_sizes = [batch_size] if not dynamic_batch else sorted({batch_size, 2 if batch_size == 1 else 1})
         n_verify = max(sum(verify_sizes), batch_size)
-        inputs, data_desc = sample_inputs(cfg, size, n_verify, "verify")
+        inputs, data_desc = _example_inputs(cfg, size, n_verify, verify, sample)
         example = torch.from_numpy(inputs[:batch_size].copy())
         calib, calib_desc = None, ""
         if quantize == "int8":  # read the calibration data first: a bad directory fails before any export
@@ -902,6 +956,12 @@ def export_onnx(
                 "torch_version": torch.__version__, "zoo_version": __version__,
             }
             opset_used = _write_metadata(fp32_path, meta, f"{name}, exported by zoo {__version__}")
+            if opset is not None and opset_used != opset:
+                raise ExportError(
+                    f"the {used} exporter wrote opset {opset_used}, not the requested {opset}; {path} was not "
+                    f"written. Omit --opset, pick another, or try --exporter "
+                    f"{'torchscript' if used == 'dynamo' else 'dynamo'}."
+                )
             labels = not features_only and int(getattr(model, "num_classes", 0) or 0) > 0
             fp32_report = int8_report = None
             if verify:
