@@ -22,6 +22,17 @@ from ._common import (
 __all__ = ["add_parsers"]
 
 
+def _check_weights(name: str, checkpoint_path: str | None) -> None:
+    """Load the weights once before any data is read: a corrupt, mismatched or malformed file fails in
+    seconds with its own error (IntegrityError, CheckpointError), not after the data is loaded."""
+    from ..eval.harness import resolve_source
+    from ..models.builder import create_model
+
+    source = resolve_source(name, checkpoint_path)
+    if source.has_pretrained:
+        create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import shlex
 
@@ -31,6 +42,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_weights(args.name, args.checkpoint_path)
     config = EvalConfig(
         model=args.name, task=args.task, protocol=args.protocol, label_fraction=args.label_fraction,
         seeds=args.seeds, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
@@ -52,6 +64,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_gradcam(args: argparse.Namespace) -> int:
     from ..eval.gradcam import gradcam_figure
 
+    _check_weights(args.name, args.checkpoint_path)
     try:
         path = gradcam_figure(args.name, args.task, args.output, n_images=args.n_images, img_size=args.img_size,
                               checkpoint_path=args.checkpoint_path, max_train=args.max_train, seed=args.seed)
