@@ -16,7 +16,7 @@ from zoo.cli import main
 from zoo.meta.registry import get_pretrained_cfg
 
 REPO = Path(__file__).resolve().parents[1]
-CKPT = "pcrl_resnet18.kermany64"  # a small registered checkpoint shipped in weights/
+CKPT = "resnet18.pcrl_kermany64"  # a small registered checkpoint shipped in weights/
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -55,7 +55,7 @@ def _files(tmp: Path) -> None:
 
 EVAL = ["eval", CKPT, "--task", "kermany_pneumonia"]
 GRADCAM = ["gradcam", CKPT, "--task", "kermany_pneumonia"]
-PRETRAIN = ["pretrain", "--method", "simclr", "--arch", "simclr_resnet18"]
+PRETRAIN = ["pretrain", "--method", "simclr", "--arch", "resnet18"]
 NO_SETUP: Callable[[Path, pytest.MonkeyPatch], None] = lambda tmp, mp: None  # noqa: E731
 
 # id -> (argv with {t} = a temporary directory, extra set-up, a phrase of the message that names the fix)
@@ -67,8 +67,8 @@ CASES: dict[str, tuple[list[str], Callable[[Path, pytest.MonkeyPatch], None], st
     "verify --mirror a file": (["verify", "--mirror", "{t}/file"], NO_SETUP, "give a directory"),
     "mirror --to a file": (["mirror", CKPT, "--to", "{t}/file"], NO_SETUP, "is a file, not a directory"),
     "mirror --to under a file": (["mirror", CKPT, "--to", "{t}/file/sub"], NO_SETUP, "is a file, not a directory"),
-    "mirror explicit official": (["mirror", "pcrlv2_resnet18.chest", "--to", "{t}/m"], NO_SETUP, "zoo convert --from"),
-    "download explicit official": (["download", "pcrlv2_resnet18.chest"], NO_SETUP, "zoo convert --from pcrlv2-2d"),
+    "mirror explicit official": (["mirror", "resnet18.pcrlv2_chest", "--to", "{t}/m"], NO_SETUP, "zoo convert --from"),
+    "download explicit official": (["download", "resnet18.pcrlv2_chest"], NO_SETUP, "zoo convert --from pcrlv2-2d"),
     "report a JSON list": (["report", "{t}/list.json"], NO_SETUP, "give the JSON files `zoo eval` writes"),
     "report a directory": (["report", "{t}/dir"], NO_SETUP, "is a directory; give a file"),
     "report not JSON": (["report", "{t}/broken.json"], NO_SETUP, "not valid JSON"),
@@ -147,25 +147,25 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch: pytest.MonkeyPa
 
 
 def test_mirror_pattern_skips_entries_to_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`zoo mirror 'pcrl*'` (the README's example) skips the official entries with a note and mirrors the rest."""
+    """`zoo mirror "*pcrl*"` (the README's example) skips the official entries with a note and mirrors the rest."""
     to = tmp_path / "mirror"
-    rc, out, err = _run(["mirror", "pcrl*", "--to", str(to)], capsys)
+    rc, out, err = _run(["mirror", "*pcrl*", "--to", str(to)], capsys)
     assert rc == 0, err
-    assert "SKIPPED  pcrlv2_resnet18.chest" in out and "zoo convert --from pcrlv2-2d" in out
+    assert "SKIPPED  resnet18.pcrlv2_chest" in out and "zoo convert --from pcrlv2-2d" in out
     manifest = json.loads((to / "manifest.json").read_text())
-    mirrored = {meta["for"] for meta in manifest["files"].values()}
-    assert CKPT in mirrored and "pcrlv2_resnet18.kermany64" in mirrored
-    assert not any(get_pretrained_cfg(n).convert_from for n in mirrored)
+    mirrored = set(manifest["files"])  # one file may serve several names
+    assert {get_pretrained_cfg(n).file for n in (CKPT, "resnet18.pcrlv2_kermany64")} <= mirrored
+    assert get_pretrained_cfg("resnet18.pcrlv2_chest").file not in mirrored
     assert (to / "SHA256SUMS").read_text().count("\n") == len(manifest["files"])
     rc, out, err = _run(["verify", "--mirror", str(to)], capsys)
     assert rc == 0 and "corrupt" not in out, out + err
 
 
 def test_download_pattern_skips_entries_to_convert(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = _run(["download", "pcrlv2*"], capsys)
+    rc, out, err = _run(["download", "*pcrlv2*"], capsys)
     assert rc == 0, out + err
-    assert "SKIPPED  pcrlv2_unet3d.luna" in out and "zoo convert --from pcrlv2-3d" in out
-    assert "OK       pcrlv2_resnet18.kermany64" in out
+    assert "SKIPPED  unet3d.pcrlv2_luna" in out and "zoo convert --from pcrlv2-3d" in out
+    assert "OK       resnet18.pcrlv2_kermany64" in out
 
 
 @pytest.mark.slow

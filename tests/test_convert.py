@@ -325,7 +325,7 @@ def test_convert_official_layout(layout: str, tmp_path: Path, capsys: pytest.Cap
         with pytest.raises(WeightsNotFoundError) as info:
             zoo.create_model(name, pretrained=True)
         cfg = zoo.get_pretrained_cfg(name)
-        assert cfg.origin in str(info.value) and f"zoo convert --from {layout} PATH --name {name}" in str(info.value)
+        assert cfg.origin in str(info.value) and f"zoo convert --from {layout} PATH --name {cfg.name}" in str(info.value)
     mirror = tmp_path / "mirror"
     monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(mirror))
     rc, text, err = _convert(capsys, "--from", layout, str(src))  # default name and output: the mirror

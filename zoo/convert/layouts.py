@@ -172,7 +172,7 @@ LAYOUTS: dict[str, Layout] = {
             description="MoCo v2 (facebookresearch/moco, main_moco.py, e.g. moco_v2_800ep_pretrain.pth.tar): "
             "{'epoch', 'arch', 'state_dict', 'optimizer'}; state_dict = module.encoder_q.* (the backbone, "
             "torchvision names, MLP head fc.0/fc.2) + module.encoder_k.* + module.queue",
-            archs=("mocov2_resnet50",),
+            archs=("resnet50",),
             strip_prefixes=("module.", "encoder_q."),
             drops=(
                 Drop(r"^fc\.", "MoCo v2 MLP head of the query encoder (fc.0 -> ReLU -> fc.2, 128-d)"),
