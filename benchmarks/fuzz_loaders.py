@@ -235,7 +235,9 @@ class Worker:
             body = body[:start] + arr.tobytes() + body[end:]
             return "st:nonfinite", join_st(header, body)
         # whole-file replacements
-        what = rng.choice(["empty", "random", "json", "pickle", "text", "dir", "missing", "zeros"])
+        # a missing file (or a directory in its place) is not malformed where other sources exist:
+        # the mirror then falls back to the next source, as documented
+        what = rng.choice(["empty", "random", "json", "pickle", "text", "zeros", *(["dir", "missing"] if not data_flips else [])])
         if what == "dir" or what == "missing":
             return "st:whole-file", what
         if what == "pickle":
@@ -351,9 +353,9 @@ class Worker:
             mutation = f"conv:pickle-{kind}"
         else:
             obj = self.convert_obj(layout)
-            mutation = mutate_convert(rng, obj, lay)
-            if mutation is None:
-                return "conv:none", "skip", "no applicable mutation"
+            mutation = None
+            while mutation is None:  # some mutations do not apply to every layout (e.g. opt.norm): draw again
+                mutation = mutate_convert(rng, obj, lay)
             torch.save(obj.get("__fuzz_replace__", obj) if isinstance(obj, dict) else obj, src)
         outcome, detail = run_api(lambda: convert_checkpoint(src, use, out))
         if outcome == "clean" and (out.exists() or list(tmp.glob("*.tmp.safetensors"))):
@@ -522,9 +524,12 @@ def mutate_convert(rng: random.Random, obj: Any, lay: Any) -> str | None:
     elif kind == "shape":
         k = rng.choice(floats)
         w = container[k]
-        container[k] = rng.choice([lambda: w.flatten(), lambda: w[:-1] if w.shape[0] > 1 else torch.cat([w, w]),
-                                   lambda: torch.cat([w, w]), lambda: w.reshape(1, *w.shape),
-                                   lambda: torch.zeros(0), lambda: torch.tensor(1.0)])()
+        new = w
+        while new.shape == w.shape:  # a reshape that changes nothing (flatten of a vector) is no mutation
+            new = rng.choice([lambda: w.flatten(), lambda: w[:-1] if w.shape[0] > 1 else torch.cat([w, w]),
+                              lambda: torch.cat([w, w]), lambda: w.reshape(1, *w.shape),
+                              lambda: torch.zeros(0), lambda: torch.tensor(1.0)])()
+        container[k] = new
     elif kind == "nonfinite":
         k = rng.choice(floats)
         w = container[k].clone()

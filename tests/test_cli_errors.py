@@ -109,6 +109,11 @@ CASES: dict[str, tuple[list[str], Callable[[Path, pytest.MonkeyPatch], None], st
     "export -o a directory": (["export", CKPT, "-o", "{t}/dir"], NO_SETUP, "is a directory"),
     "export --sample absent": (["export", CKPT, "-o", "{t}/x.onnx", "--sample", "{t}/absent.png"], NO_SETUP,
                                "does not exist"),
+    "verify --mirror empty path": (["verify", CKPT, "--mirror", ""], NO_SETUP, "got an empty string"),
+    "export --calibration empty path": (["export", CKPT, "-o", "{t}/x.onnx", "--calibration", ""], NO_SETUP,
+                                        "got an empty string"),
+    "export --calibration without --int8": (["export", CKPT, "-o", "{t}/x.onnx", "--calibration", "{t}/dir"],
+                                            NO_SETUP, "add --int8"),
     "export --input-size 0": (["export", CKPT, "-o", "{t}/x.onnx", "--input-size", "0"], NO_SETUP, "positive integer"),
 }
 

@@ -110,9 +110,16 @@ def spacing_value(text: str) -> str:
     return text
 
 
+def _path(text: str) -> Path:
+    """``text`` as a path; an empty string (``Path('')`` is the current directory) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a path expected, got an empty string")
+    return Path(text).expanduser()
+
+
 def existing_file(text: str) -> str:
     """A path to an existing file (not a directory)."""
-    path = Path(text).expanduser()
+    path = _path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file")
     if not path.is_file():
@@ -122,7 +129,7 @@ def existing_file(text: str) -> str:
 
 def existing_dir(text: str) -> str:
     """A path to an existing directory."""
-    path = Path(text).expanduser()
+    path = _path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; give a directory")
     if not path.is_dir():
@@ -132,7 +139,7 @@ def existing_dir(text: str) -> str:
 
 def existing_path(text: str) -> str:
     """A path to an existing file or directory."""
-    path = Path(text).expanduser()
+    path = _path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} does not exist; check the path")
     return str(path)
@@ -140,9 +147,7 @@ def existing_path(text: str) -> str:
 
 def output_file(text: str) -> str:
     """A file to write: not an existing directory, in a directory that is not a file."""
-    path = Path(text).expanduser()
-    if not text:
-        raise argparse.ArgumentTypeError("an output file name expected")
+    path = _path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name inside it, e.g. {path / 'out'}")
     parent = next((p for p in path.parents if p.exists()), None)
@@ -153,9 +158,7 @@ def output_file(text: str) -> str:
 
 def output_dir(text: str) -> str:
     """A directory to create or fill: not an existing file (nor under one)."""
-    path = Path(text).expanduser()
-    if not text:
-        raise argparse.ArgumentTypeError("a directory expected")
+    path = _path(text)
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             raise argparse.ArgumentTypeError(f"{p} is a file, not a directory; choose another path")

@@ -14,6 +14,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from ..export import ExportError, export_onnx
     from ..hub import IntegrityError
 
+    if args.calibration and not args.int8:
+        raise CliError("--calibration is the int8 calibration data: add --int8, or leave --calibration out")
     size = args.input_size[0] if args.input_size and len(args.input_size) == 1 else args.input_size
     try:
         result = export_onnx(
