@@ -214,7 +214,7 @@ class Worker:
             return "st:extra-key", join_st(header, body)
         if kind == "duplicate-key":
             text = json.dumps(header, separators=(",", ":"))
-            other = rng.choice(keys)
+            other = rng.choice([k for k in keys if k != key])  # the same entry twice would change nothing
             dup = json.dumps({key: header[other]}, separators=(",", ":"))[1:-1]
             text = text[:-1] + "," + dup + "}"
             return "st:duplicate-key", raw_st(text.encode(), body)
