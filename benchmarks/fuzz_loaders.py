@@ -61,11 +61,11 @@ OUTCOMES = ("clean", "crash", "hang", "silent", "unclear")
 FAMILIES = {"st-path": 0.27, "st-mirror": 0.13, "st-localdir": 0.13, "convert": 0.22, "cli": 0.25}
 #: registered files the safetensors families mutate (small ones, shipped in weights/)
 ST_MODELS = ("resnet18.micle_kermany64", "unet3d_small_seg.genesis_ct32")
-#: mutations whose refusal is the loader's non-finite / non-float check (in progress elsewhere):
+#: mutations whose refusal is the loader's own non-finite / non-float check (models/builder.py):
 #: reported in their own rows so that the table says what that check will change
 LOADER_CHECKS = {"st:nonfinite", "st:int-dtype", "conv:nonfinite", "conv:int-dtype"}
 #: that row also holds the malformed config.json cases (cfg:*): config validation is the same other work
-LOADER_ROW = "loader/config checks (other work)"
+LOADER_ROW = "loader/config checks"
 
 
 # ==================================================================================================

@@ -187,8 +187,8 @@ def extract_state_dict(
                     raise ConvertError(f"{source}: {where} is {_kind(value)}, not a tensor; "
                                        f"this is not a {layout.name} checkpoint ({layout.description})")
                 raise ConvertError(f"{source}: {where} is {_kind(value)}, not a tensor")
-            # Non-finite and non-float weights are refused by the loader's checks (models/builder.py,
-            # in progress): once they land, call them here too, so that convert refuses before writing.
+            # Non-finite and non-float weights are refused by the loader's checks (models/builder.py),
+            # which the strict load below runs before anything is written.
             problem = _tensor_problem(value)
             if problem is not None:
                 raise ConvertError(f"{source}: {where} is {problem}")
