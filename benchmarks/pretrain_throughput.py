@@ -6,7 +6,12 @@ optimiser, momentum/queue updates) as ``zoo pretrain`` runs it, in images (or cu
 Methods whose module is not importable yet are skipped. When both exist, the cost of a PCRL step
 relative to a SimCLR step on the same ResNet-18 is printed.
 
-    python benchmarks/pretrain_throughput.py [--steps 5] [--threads 2] [--method pcrl ...]
+Each method is measured in every ``--precision`` given (default: fp32 and bf16, side by side, in one
+run), and the PCRL steps are compared with the official PCRL code's step measured earlier on this
+machine's class of CPU (fixed figures, fp32, 2 threads, excluding its data loading; see README
+"Pretraining speed and precision").
+
+    python benchmarks/pretrain_throughput.py [--steps 5] [--threads 2] [--method pcrl ...] [--precision fp32 bf16]
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo._machine import cpu_info  # noqa: E402
 from zoo.data.ct import CTCubeDataset  # noqa: E402
 from zoo.data.datasets import ImageFolderDataset  # noqa: E402
 from zoo.data.paths import data_path  # noqa: E402
 from zoo.meta.registry import get_pretrained_cfg  # noqa: E402
 from zoo.methods import METHODS, get_method  # noqa: E402
+from zoo.train.precision import PRECISIONS, make_precision  # noqa: E402
 from zoo.train.pretrain import PretrainConfig, build_optimizer, prepare_method, train_step  # noqa: E402
 
 # the architectures each method is measured on (the first that its class accepts is used per dimension)
@@ -42,6 +49,11 @@ ARCHS = {
 }
 
 
+# the official PCRL (v1) step on this project's 2-core AMD EPYC, fp32, 2 threads, pre-built batches:
+# (low, high) seconds per step, measured earlier with the same shapes (the official code is not in this repo)
+OFFICIAL_PCRL_S = {2: (3.10, 3.69), 3: (16.2, 16.2)}
+
+
 def _batch_2d(size: int, batch: int) -> torch.Tensor:
     ds = ImageFolderDataset(data_path("cxr/kermany/train/PNEUMONIA"), img_size=size, limit=batch)
     return torch.stack([ds[i][0] for i in range(batch)])
@@ -53,28 +65,31 @@ def _batch_3d(cube: int, batch: int) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in range(batch)])
 
 
-def measure(method_name: str, arch: str, x: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
-    """Median wall and CPU seconds per step of ``steps`` timed steps after ``warmup``.
+def measure(
+    method_name: str, arch: str, x: torch.Tensor, steps: int, warmup: int, precision: str = "fp32",
+    channels_last: bool = True,
+) -> tuple[float, float, float]:
+    """(min wall, median wall, median CPU) seconds per step of ``steps`` timed steps after ``warmup``.
 
-    CPU time (all threads of this process) does not grow when other processes share the cores,
-    so it is the number to compare across runs on a busy machine.
+    CPU time (all threads of this process) grows less than wall time when other processes share
+    the cores; the minimum wall time is the least disturbed step.
     """
     torch.manual_seed(0)
     method = get_method(method_name)(arch)
     spatial_dims = get_pretrained_cfg(arch).spatial_dims
-    channels_last = True  # as `zoo pretrain` does by default
     prepare_method(method, torch.device("cpu"), spatial_dims, channels_last)
     opt, _ = build_optimizer(PretrainConfig(method=method_name, arch=arch, data="", out=""), method)
+    amp = make_precision(precision, "cpu")
     gen = torch.Generator().manual_seed(0)
     wall, cpu = [], []
     total = warmup + steps
     for step in range(total):
         t0, c0 = time.perf_counter(), time.process_time()
-        train_step(method, method, x, gen, opt, step, total, channels_last)
+        train_step(method, method, x, gen, opt, step, total, channels_last, amp)
         if step >= warmup:
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+    return min(wall), statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-2d", type=int, default=16)
     parser.add_argument("--cube", type=int, default=32)
     parser.add_argument("--batch-3d", type=int, default=4)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=PRECISIONS,
+                        help="training precisions to measure side by side (default: fp32 bf16)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="contiguous (NCHW / NCDHW) layout instead of channels_last (zoo pretrain's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     x2 = x3 = None
-    rows: list[tuple[str, str, str, int, float, float]] = []
+    rows: list[tuple[str, str, str, int, str, float, float, float]] = []
     for name in args.method or list(METHODS):
         try:
             cls = get_method(name)
@@ -110,27 +129,48 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 x3 = _batch_3d(args.cube, args.batch_3d) if x3 is None else x3
                 x, size = x3, f"{args.batch_3d} x {args.cube}^3"
-            try:
-                wall, cpu = measure(name, arch, x, args.steps, args.warmup)
-            except (ValueError, TypeError, RuntimeError) as err:
-                print(f"skip {name} on {arch}: {type(err).__name__}: {err}")
-                continue
-            done_dims.add(dims)
-            rows.append((name, arch, size, x.shape[0], wall, cpu))
+            measured = False
+            for precision in args.precision:
+                try:
+                    best, wall, cpu = measure(name, arch, x, args.steps, args.warmup, precision, args.channels_last)
+                except (ValueError, TypeError, RuntimeError) as err:
+                    print(f"skip {name} on {arch} ({precision}): {type(err).__name__}: {err}")
+                    continue
+                measured = True
+                rows.append((name, arch, size, x.shape[0], precision, best, wall, cpu))
+                print(f"  {name} {arch} {precision}: min {best:.2f} s, median {wall:.2f} s/step", flush=True)
+            if measured:
+                done_dims.add(dims)
     threads = torch.get_num_threads()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\npretraining throughput: torch {torch.__version__}, {threads} thread(s), fp32, channels_last, "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} at the end")
-    print(f"{'method':<8} {'architecture':<20} {'batch':<12} {'wall s/step':>11} {'img/s':>7} "
-          f"{'CPU s/step':>10} {'img/CPU-s':>9}")
-    for name, arch, size, n, wall, cpu in rows:
-        print(f"{name:<8} {arch:<20} {size:<12} {wall:>11.2f} {n / wall:>7.2f} {cpu:>10.2f} {n / cpu:>9.2f}")
-    by = {(r[0], get_pretrained_cfg(r[1]).spatial_dims): r for r in rows}
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    layout = "channels_last" if args.channels_last else "contiguous"
+    print(f"\npretraining throughput: torch {torch.__version__}, {threads} thread(s), {layout}, "
+          f"{args.steps} timed steps after {args.warmup}, CPU {cpu_info()['cpu']}, {os.cpu_count()} CPUs, "
+          f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end")
+    print(f"{'method':<8} {'architecture':<22} {'batch':<12} {'prec':<5} {'min s':>7} {'median s':>9} "
+          f"{'img/s':>7} {'CPU s':>7} {'vs fp32':>8}")
+    fp32 = {(r[0], r[1]): r[6] for r in rows if r[4] == "fp32"}
+    for name, arch, size, n, precision, best, wall, cpu in rows:
+        ref = fp32.get((name, arch))
+        rel = f"{ref / wall:.2f}x" if ref and precision != "fp32" else ""
+        print(f"{name:<8} {arch:<22} {size:<12} {precision:<5} {best:>7.2f} {wall:>9.2f} {n / wall:>7.2f} "
+              f"{cpu:>7.2f} {rel:>8}")
+    by = {(r[0], get_pretrained_cfg(r[1]).spatial_dims, r[4]): r for r in rows}
     for dims, what in ((2, "2D step (ResNet-18)"), (3, "3D step (3D U-Net)")):
-        if ("pcrl", dims) in by and ("simclr" if dims == 2 else "genesis", dims) in by:
-            ref = "simclr" if dims == 2 else "genesis"
-            p, r = by[("pcrl", dims)], by[(ref, dims)]
-            print(f"PCRL / {ref} cost per {what}: wall {p[4] / r[4]:.2f}x, CPU {p[5] / r[5]:.2f}x")
+        ref = "simclr" if dims == 2 else "genesis"
+        for precision in args.precision:
+            if ("pcrl", dims, precision) in by and (ref, dims, precision) in by:
+                p, r = by[("pcrl", dims, precision)], by[(ref, dims, precision)]
+                print(f"PCRL / {ref} cost per {what}, {precision}: wall {p[6] / r[6]:.2f}x, CPU {p[7] / r[7]:.2f}x")
+    for dims in (2, 3):
+        lo, hi = OFFICIAL_PCRL_S[dims]
+        for precision in args.precision:
+            r = by.get(("pcrl", dims, precision))
+            if r is None:
+                continue
+            official = f"{lo:.2f}-{hi:.2f} s" if hi != lo else f"{lo:.2f} s"
+            print(f"PCRL {dims}D {r[2]} {precision}: official step {official} (fp32) / zoo median {r[6]:.2f} s = "
+                  f"{lo / r[6]:.2f}-{hi / r[6]:.2f}x (min {r[5]:.2f} s: {lo / r[5]:.2f}-{hi / r[5]:.2f}x)")
     return 0
 
 

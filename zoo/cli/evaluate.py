@@ -36,18 +36,19 @@ def _check_weights(name: str, checkpoint_path: str | None) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import shlex
 
-    import torch
+    from ..eval.harness import EvalConfig, default_output_path, run_eval, save_results, set_threads
 
-    from ..eval.harness import EvalConfig, default_output_path, run_eval, save_results
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        set_threads(args.threads)
+    except ValueError as err:
+        raise CliError(str(err)) from err
     _check_weights(args.name, args.checkpoint_path)
     config = EvalConfig(
         model=args.name, task=args.task, protocol=args.protocol, label_fraction=args.label_fraction,
         seeds=args.seeds, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, max_train=args.max_train, max_test=args.max_test,
         checkpoint_path=args.checkpoint_path, robustness=args.robustness, cache=not args.no_cache,
+        precision=args.precision,
     )
     try:
         results = run_eval(config, invocation=shlex.join(["zoo", *getattr(args, "argv", sys.argv[1:])]))
@@ -139,7 +140,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--checkpoint-path", type=existing_file, help="a local safetensors file for NAME (instead of registered weights)")
     p.add_argument("--robustness", action="store_true", help="also score blurred, noisy, low-contrast and JPEG test images")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--threads", type=positive_int, help="torch threads")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="autocast of the training loops (finetune, segmentation): fp32 or bf16 (CPU)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch threads for feature extraction and fine-tuning (default: the CPUs this process may "
+                        "use); the linear probe's fit always runs on one")
     p.add_argument("--out", type=output_file,
                    help="results JSON (default: OUT_DIR/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
     p.add_argument("--out-dir", type=output_dir, default="zoo-results",

@@ -108,7 +108,8 @@ def _config_fields(args: argparse.Namespace, parse_hparams: Any) -> dict[str, An
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         warmup_steps=args.warmup_steps, init_from=args.init_from, bn_only=args.bn_only, seed=args.seed,
         resume=args.resume, max_steps=args.max_steps, workers=args.workers, ckpt_every=args.ckpt_every,
-        channels_last=args.channels_last, fp16=args.fp16, hparams=parse_hparams(args.hparam),
+        channels_last=args.channels_last, fp16=args.fp16, precision=args.precision, device=args.device,
+        hparams=parse_hparams(args.hparam),
         model_kwargs=parse_hparams(args.model_kwarg, "--model-kwarg"),
         data_options=parse_hparams(args.data_option, "--data-option"),
         progress=not args.no_progress, tag=args.tag, modality=args.modality,
@@ -165,6 +166,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="channels_last memory format (default: on)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--fp16", action="store_true", help="export the backbone in float16")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="training precision: autocast dtype (bf16: CPU or CUDA; fp16: CUDA, with a grad scaler); "
+                        "exported weights stay fp32 (or --fp16)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda when available (under torchrun: one GPU per process, nccl), else cpu")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="method hyper-parameter (JSON value, type-checked), repeatable, e.g. --hparam queue_size=4096")
     p.add_argument("--model-kwarg", action="append", default=[], metavar="KEY=VALUE",

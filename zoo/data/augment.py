@@ -13,14 +13,18 @@ sample, grayscale, Gaussian blur, solarisation and cutout.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "no_autocast",
     "Augment2DConfig",
     "Augment2D",
     "MOCOV2_AUG",
@@ -40,6 +44,29 @@ __all__ = [
     "rgb_to_grayscale",
     "random_resized_crop_3d",
 ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def no_autocast(fn: _F) -> _F:
+    """Run ``fn`` with autocast off (CPU and CUDA), so views are made in float32 under a bf16/fp16 run.
+
+    Augmentations resample with matrix products and convolutions, which autocast would round to the
+    lower precision; the objective's inputs and targets must not depend on the training precision.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        on = [dev for dev in ("cpu", "cuda") if torch.is_autocast_enabled(dev)]
+        if not on:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for dev in on:
+                stack.enter_context(torch.autocast(device_type=dev, enabled=False))
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _rand(n: int, generator: torch.Generator | None, device: torch.device, *shape: int) -> torch.Tensor:
@@ -88,6 +115,7 @@ def _sample_crop_fractions(
     return w, h
 
 
+@no_autocast
 def random_resized_crop(
     x: torch.Tensor,
     size: int | tuple[int, int],
@@ -158,6 +186,7 @@ def random_rot90(
     return out, k
 
 
+@no_autocast
 def random_resized_crop_3d(
     x: torch.Tensor,
     size: Sequence[int],
@@ -180,6 +209,7 @@ def random_resized_crop_3d(
 
 
 # --- intensity -----------------------------------------------------------------------------------
+@no_autocast
 def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma ``(B, 1, H, W)`` of an RGB batch (a 1-channel batch is returned as is)."""
     if x.shape[1] == 1:
@@ -231,6 +261,7 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+@no_autocast
 def color_jitter(
     x: torch.Tensor,
     brightness: float = 0.4,
@@ -277,6 +308,7 @@ def random_grayscale(x: torch.Tensor, p: float, generator: torch.Generator | Non
     return torch.where(_view(mask, 4), rgb_to_grayscale(x).expand_as(x), x)
 
 
+@no_autocast
 def gaussian_blur(
     x: torch.Tensor,
     sigma: tuple[float, float] = (0.1, 2.0),
@@ -415,6 +447,7 @@ class Augment2D:
         self.cfg = cfg
         self.out_size = out_size
 
+    @no_autocast
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check(x, 4, "Augment2D")
         c = self.cfg

@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .augment import no_autocast
+
 __all__ = [
     "overlapping_boxes",
     "boxes_within",
@@ -123,11 +125,13 @@ def boxes_within(
 
 
 # --- geometric resampling --------------------------------------------------------------------------------
+@no_autocast
 def flip_matrix(flags: torch.Tensor) -> torch.Tensor:
     """Diagonal ``(n, d, d)`` matrices with -1 where ``flags`` (``(n, d)`` bool) is set."""
     return torch.diag_embed(1.0 - 2.0 * flags.float())
 
 
+@no_autocast
 def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from angles in radians: ``(n,)`` -> 2D, ``(n, 3)`` -> 3D (``R_z R_y R_x``)."""
     if angles.ndim == 1:
@@ -144,6 +148,7 @@ def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
     return mats[2] @ mats[1] @ mats[0]
 
 
+@no_autocast
 def random_flip_affine(
     n: int,
     flip_axes: tuple[int, ...] = (0,),
@@ -164,6 +169,7 @@ def random_flip_affine(
     return flip_matrix(flags) @ rotation_matrix(angles) @ torch.diag_embed(1.0 / s)
 
 
+@no_autocast
 def sample_views(
     x: torch.Tensor,
     center: torch.Tensor,
@@ -204,6 +210,7 @@ def sample_views(
 
 
 # --- intensity (torchio-style) ---------------------------------------------------------------------------
+@no_autocast
 def gaussian_blur3d(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with a per-sample, per-axis ``sigma`` in voxels (``(B, 3)``).
 
@@ -364,6 +371,7 @@ def _bezier_curves(p1: torch.Tensor, p2: torch.Tensor, n_times: int) -> tuple[to
     return curve[..., 0], curve[..., 1]
 
 
+@no_autocast
 def nonlinear_intensity(
     x: torch.Tensor, p: float = 0.9, n_times: int = 100000, generator: torch.Generator | None = None
 ) -> torch.Tensor:

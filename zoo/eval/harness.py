@@ -50,6 +50,7 @@ from ..meta.registry import get_pretrained_cfg
 from ..models.builder import create_model
 from ..models.resnet import ResNet
 from ..models.unet2d import UNetResNet
+from ..train.precision import PrecisionError, make_precision
 from ..train.schedules import warmup_cosine_lambda
 from .metrics import classification_metrics, segmentation_metrics, summarize
 from .probe import L2_GRID, LogisticRegression
@@ -57,6 +58,8 @@ from .robustness import CORRUPTIONS, corrupt
 from .tasks import Split, Task, get_task
 
 __all__ = [
+    "usable_cpus",
+    "set_threads",
     "PROTOCOLS",
     "ARMS",
     "EvalConfig",
@@ -99,6 +102,7 @@ class EvalConfig:
     checkpoint_path: str | None = None
     robustness: bool = False
     cache: bool = True
+    precision: str = "fp32"  # autocast of the training loops (finetune, segmentation); zoo.train.precision
 
     def validate(self, task: Task) -> None:
         """Raise ValueError naming the fix for any bad field."""
@@ -114,6 +118,13 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.robustness and task.kind != "classification":
             raise ValueError(f"--robustness is for classification tasks; {task.name} is a {task.kind} task")
+        try:
+            make_precision(self.precision, "cpu")
+        except PrecisionError as err:
+            raise ValueError(str(err)) from None
+        if self.precision != "fp32" and self.protocol == "linear" and task.kind == "classification":
+            raise ValueError("--precision applies to the training protocols (finetune, segmentation); the linear "
+                             "probe extracts fp32 features and fits in float64: drop --precision")
         if task.kind == "segmentation" and self.img_size is not None and self.img_size % 32:
             raise ValueError(f"{task.name} crops must be a multiple of 32 px (U-Net), got --img-size {self.img_size}")
 
@@ -132,6 +143,8 @@ class EvalConfig:
             parts += ["--weight-decay", f"{self.weight_decay:g}"]
         if self.robustness:
             parts.append("--robustness")
+        if self.precision != "fp32":
+            parts += ["--precision", self.precision]
         return shlex.join(parts)
 
 
@@ -380,6 +393,7 @@ def _finetune_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
     opt, sched = _cosine_adamw(list(model.parameters()), ctx.config.lr, ctx.config.weight_decay,
                                ctx.epochs * steps_per_epoch)
     g = torch.Generator().manual_seed(seed)
+    amp = make_precision(ctx.config.precision, "cpu")
     losses = []
     for epoch in range(ctx.epochs):
         model.train()
@@ -390,10 +404,10 @@ def _finetune_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             (x,) = _random_flips([ctx.prep(images[idx])], task.flip_dims, g)
-            loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]))
+            with amp.autocast():
+                loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            amp.backward_step(loss, opt)
             sched.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
         losses.append(total / max(count, 1))
@@ -446,6 +460,7 @@ def _segmentation_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(sub) * CROPS_PER_IMAGE / ctx.batch_size)
     opt, sched = _cosine_adamw(params, ctx.config.lr, ctx.config.weight_decay, ctx.epochs * steps_per_epoch)
     g = torch.Generator().manual_seed(seed)
+    amp = make_precision(ctx.config.precision, "cpu")
     losses = []
     for epoch in range(ctx.epochs):
         model.train()
@@ -459,11 +474,12 @@ def _segmentation_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
             xb = torch.stack([x_all[i, :, t:t + s, lf:lf + s] for i, t, lf in zip(which, tops, lefts, strict=True)])
             yb = torch.stack([y_all[i, :, t:t + s, lf:lf + s] for i, t, lf in zip(which, tops, lefts, strict=True)])
             xb, yb = _random_flips([xb, yb], ctx.task.flip_dims, g)
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
+            with amp.autocast():
+                logits = model(xb.contiguous(memory_format=torch.channels_last))
+            logits = logits.float()
             loss = F.binary_cross_entropy_with_logits(logits, yb) + _dice_loss(logits, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            amp.backward_step(loss, opt)
             sched.step()
             total += loss.item()
         losses.append(total / steps_per_epoch)
@@ -472,6 +488,36 @@ def _segmentation_seed(ctx: _Context, arm: str, seed: int) -> dict[str, Any]:
     assert ctx.test.fov is not None
     return {"n_train": len(sub), "train_loss": losses,
             **segmentation_metrics(ctx.test.labels, prob, ctx.test.fov)}
+
+
+# --- threads -----------------------------------------------------------------------------------------
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota if there is one."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads once for an evaluation: ``threads``, or :func:`usable_cpus` if ``None``.
+
+    Feature extraction and fine-tuning use them; the linear probe's L-BFGS fit runs on one thread
+    whatever this says (:class:`~zoo.eval.probe.LogisticRegression`), so nothing is nested or oversubscribed.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    n = threads or usable_cpus()
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
 
 
 # --- the whole evaluation --------------------------------------------------------------------------
@@ -566,6 +612,8 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
         "robustness": robustness or None,
         "torch_version": torch.__version__,
         "num_threads": torch.get_num_threads(),
+        "probe_threads": None if trains_network else 1,
+        "precision": config.precision if trains_network else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }

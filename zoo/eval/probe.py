@@ -3,21 +3,42 @@
 Features are standardised with the training mean and std; the L2 strength is chosen by stratified
 k-fold cross-validation on the labelled training subset only (held-out log-loss), then the model is
 refitted on all of it with full-batch L-BFGS. Deterministic for given inputs.
+
+The fit runs on one torch thread by default (``threads=1``), whatever the process's setting: its
+matrices (a few hundred to a few thousand samples x at most 2,048 features) are too small for
+intra-op threads to pay, and on a shared machine the waiting threads made a 200-sample probe 4-14x
+slower at 2 threads than at 1 (README "Evaluation"). The thread count is restored afterwards, so
+feature extraction keeps the ``--threads`` setting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LogisticRegression", "L2_GRID"]
+__all__ = ["LogisticRegression", "L2_GRID", "torch_threads"]
 
 _logger = logging.getLogger(__name__)
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with at most ``n`` torch intra-op threads (``None``: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,16 +74,18 @@ class LogisticRegression:
         l2_grid: candidate L2 strengths (on standardised features); one value skips the search.
         folds: cross-validation folds for the search (fewer when a class has fewer samples).
         max_iter: L-BFGS iterations per fit.
+        threads: at most this many torch threads while fitting and predicting (1; ``None``: the process's).
     """
 
     def __init__(self, num_classes: int, l2_grid: Sequence[float] = L2_GRID, folds: int = 3,
-                 max_iter: int = 200) -> None:
+                 max_iter: int = 200, threads: int | None = 1) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.num_classes = num_classes
         self.l2_grid = tuple(l2_grid)
         self.folds = folds
         self.max_iter = max_iter
+        self.threads = threads
         self.l2: float | None = None
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -96,20 +119,22 @@ class LogisticRegression:
             raise ValueError(f"features must be (N, D) with N={len(y)}, got {features.shape}")
         if y.min() < 0 or y.max() >= self.num_classes:
             raise ValueError(f"labels must lie in [0, {self.num_classes - 1}]")
-        x = torch.as_tensor(features, dtype=torch.float64)
-        self.mean = x.mean(0)
-        self.std = x.std(0, unbiased=False).clamp_min(1e-6)
-        x = (x - self.mean) / self.std
-        self.l2 = self._select(x, y)
-        self.weight, self.bias = _fit(x, torch.from_numpy(y), self.num_classes, self.l2, self.max_iter)
+        with torch_threads(self.threads):
+            x = torch.as_tensor(features, dtype=torch.float64)
+            self.mean = x.mean(0)
+            self.std = x.std(0, unbiased=False).clamp_min(1e-6)
+            x = (x - self.mean) / self.std
+            self.l2 = self._select(x, y)
+            self.weight, self.bias = _fit(x, torch.from_numpy(y), self.num_classes, self.l2, self.max_iter)
         return self
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities ``(N, num_classes)``."""
         if self.weight is None or self.mean is None or self.std is None or self.bias is None:
             raise RuntimeError("call fit() before predict_proba()")
-        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
-        return torch.softmax(x @ self.weight + self.bias, dim=1).numpy()
+        with torch_threads(self.threads):
+            x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
+            return torch.softmax(x @ self.weight + self.bias, dim=1).numpy()
 
     def folded_linear(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight (K, D), bias (K,))`` acting on raw features (the standardisation folded in)."""

@@ -16,6 +16,7 @@ from ..data.augment import (
     SWCL_AUG,
     Augment2D,
     Augment2DConfig,
+    no_autocast,
     normalize,
 )
 from ..meta.registry import get_pretrained_cfg
@@ -64,6 +65,7 @@ class ViewMaker2D:
         self.mean_std = (intensity.mean, intensity.std) if intensity.kind == "mean_std" else None
         self._augs: dict[int, Augment2D] = {}
 
+    @no_autocast
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         size = batch.shape[-1]
         aug = self._augs.get(size)

@@ -3,17 +3,35 @@ negative cosine). Every loss works in one process and under ``torch.distributed`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..data.augment import no_autocast
 from ._dist import concat_all_gather, gather_with_grad, is_distributed
 
-__all__ = ["info_nce", "nt_xent", "supcon_loss", "label_overlap", "symmetric_cosine", "SUPCON_WEIGHTINGS"]
+__all__ = ["fp32_similarity", "info_nce", "nt_xent", "supcon_loss", "label_overlap", "symmetric_cosine", "SUPCON_WEIGHTINGS"]
 
 SUPCON_WEIGHTINGS = ("any", "overlap")
 
 
+def fp32_similarity(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a loss on float32 inputs with autocast off: similarities divided by a temperature and
+    exponentiated must not be rounded to bf16/fp16 (the projections may come from an autocast forward).
+    An fp32 run is unchanged bit for bit (``.float()`` of a float32 tensor is the tensor itself)."""
+
+    @no_autocast
+    def wrapper(*args: object, **kwargs: object) -> torch.Tensor:
+        args = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+        return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+@fp32_similarity
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -29,6 +47,7 @@ def info_nce(
     return F.cross_entropy(logits, labels)
 
 
+@fp32_similarity
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent over the 2N views (negatives from every rank under DDP).
 

@@ -79,6 +79,7 @@ from ._common import (
 )
 from ._unet import build_unet, decode, encode, encoder_copy, export_unet, head_channels, train_network
 from .base import SSLMethod
+from .losses import fp32_similarity
 
 __all__ = ["PCRL", "PCRLViews", "nce_loss"]
 
@@ -232,6 +233,7 @@ class PCRL(SSLMethod):
             )
 
     # --- views ----------------------------------------------------------------------------------
+    @aug2d.no_autocast
     def make_views(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> PCRLViews:
         """The two augmented views of ``batch`` with their targets and transformation codes."""
         self._check_batch(batch)
@@ -329,6 +331,7 @@ class PCRL(SSLMethod):
         """(student-only output, cross-model mixup output) of the decoder."""
         return decode(self.net, feats_q), decode(self.net, _mix(feats_q, feats_k, alpha))
 
+    @fp32_similarity
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Normalised NCE scores ``exp(s / T) / Z`` of ``q`` against ``k`` and the queue; then enqueue ``k``."""
         k = k.detach()

@@ -18,6 +18,7 @@ from .._io import atomic_write, atomic_write_json, sha256_file
 from ..methods.base import SSLMethod
 from .config import RESUME_FIXED, PretrainConfig, PretrainError
 from .distributed import Dist
+from .precision import Precision
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore"]
 
@@ -35,7 +36,7 @@ def _rng_states(gen: torch.Generator, d: Dist) -> list[tuple[torch.Tensor, torch
 
 def save_checkpoint(
     out: Path, step: int, method: SSLMethod, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
-    d: Dist, cfg: PretrainConfig, keep: int,
+    d: Dist, cfg: PretrainConfig, keep: int, amp: Precision | None = None,
 ) -> None:
     rng = _rng_states(gen, d)  # collective: every rank takes part
     if not d.main:
@@ -63,6 +64,7 @@ def save_checkpoint(
         "optimizer_scalars": scalars,
         "scheduler": sched.state_dict(),
         "config": dataclasses.asdict(cfg),
+        "grad_scaler": amp.state_dict() if amp is not None else {},
         "tensors": f"{stem}.safetensors",
         "sha256": sha256_file(ckpt / f"{stem}.safetensors"),
     }
@@ -90,12 +92,13 @@ def load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
 
 def restore(
     meta: dict[str, Any], tensors: dict[str, torch.Tensor], cfg: PretrainConfig, method: SSLMethod,
-    opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, d: Dist,
+    opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, d: Dist, amp: Precision | None = None,
 ) -> int:
     saved = meta["config"]
     diffs = []
     for name in RESUME_FIXED:
-        now, then = getattr(cfg, name), saved.get(name, {} if name in ("model_kwargs", "data_options") else None)
+        now, then = getattr(cfg, name), saved.get(name, {} if name in ("model_kwargs", "data_options") else
+                                                   "fp32" if name == "precision" else None)
         if isinstance(now, tuple):
             now = list(now)
         if now != then:
@@ -119,5 +122,7 @@ def restore(
     sched.load_state_dict(meta["scheduler"])
     gen.set_state(tensors[f"rng.{d.rank}.generator"])
     torch.set_rng_state(tensors[f"rng.{d.rank}.torch"])
+    if amp is not None:
+        amp.load_state_dict(meta.get("grad_scaler") or {})
     return int(meta["step"])
 

@@ -21,7 +21,7 @@ __all__ = [
 RESUME_FIXED = (
     "method", "arch", "data", "data_kind", "img_size", "cube_size", "spacing", "samples_per_volume", "epochs",
     "batch_size", "lr", "optimizer", "weight_decay", "momentum", "warmup_steps", "init_from", "bn_only",
-    "seed", "hparams", "model_kwargs", "data_options",
+    "seed", "hparams", "model_kwargs", "data_options", "precision",
 )
 
 
@@ -60,6 +60,8 @@ class PretrainConfig:
     keep_checkpoints: int = 2
     channels_last: bool | None = None  # default: on
     fp16: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (zoo.train.precision)
+    device: str | None = None  # cpu | cuda (default: cuda when available)
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's (typed: zoo.methods.hparams)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # network kwargs (create_model)
     data_options: dict[str, Any] = field(default_factory=dict)  # the method's data settings (SWCL's stages)
@@ -81,7 +83,7 @@ class PretrainConfig:
             "samples_per_volume": "--samples-per-volume", "data_kind": "--data-kind", "lr": "--lr",
             "optimizer": "--optimizer", "weight_decay": "--weight-decay", "momentum": "--momentum",
             "warmup_steps": "--warmup-steps", "init_from": "--init-from", "max_steps": "--max-steps",
-            "fp16": "--fp16", "bn_only": "--bn-only",
+            "fp16": "--fp16", "bn_only": "--bn-only", "precision": "--precision", "device": "--device",
         }
         for name, flag in flags.items():
             value = getattr(self, name)

@@ -24,12 +24,18 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed() -> Dist:
+def setup_distributed(device: str | None = None) -> Dist:
+    """``device``: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available); nccl on CUDA, gloo on CPU."""
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch; use --device cpu (or leave it unset).")
+    cuda = torch.cuda.is_available() if device is None else device == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist(device=torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        return Dist(device=torch.device("cuda") if cuda else torch.device("cpu"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if cuda:
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:

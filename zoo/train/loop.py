@@ -45,6 +45,7 @@ from ..models.builder import create_model
 from .checkpoints import load_checkpoint, restore, save_checkpoint
 from .config import PretrainConfig, PretrainError, PretrainResult, split_legacy_hparams
 from .distributed import Dist, all_mean, setup_distributed
+from .precision import Precision, PrecisionError, make_precision
 from .schedules import warmup_cosine_lambda
 
 __all__ = ["pretrain", "prepare_method", "train_step", "build_optimizer"]
@@ -262,7 +263,9 @@ def _export(
         notes=((f"STOPPED EARLY at step {summary['steps']} of {total_steps}; " if summary["steps"] < total_steps
                 else "")
                + f"seed {cfg.seed}; {summary['world_size']} process(es); wall time {summary['wall_time_s']:.1f} s; "
-               f"torch {torch.__version__}; made by `zoo pretrain`"
+               f"torch {torch.__version__}; "
+               + ("" if cfg.precision == "fp32" else f"{cfg.precision} autocast training; ")
+               + "made by `zoo pretrain`"
                + (f"; initialised from {cfg.init_from}" + (" (BN only)" if cfg.bn_only else "") if cfg.init_from
                   else "")),
     )
@@ -286,19 +289,22 @@ def prepare_method(method: SSLMethod, device: torch.device, spatial_dims: int, c
 def train_step(
     model: nn.Module, method: SSLMethod, x: Batch, generator: torch.Generator,
     opt: torch.optim.Optimizer, step: int, total_steps: int, channels_last: bool = False,
+    amp: Precision | None = None,
 ) -> dict[str, torch.Tensor]:
     """One optimisation step: loss terms of ``model(x)`` (``model`` is ``method`` or its DDP wrapper),
     backward, optimiser step, then ``method.on_after_step``. Raises :class:`PretrainError` on a non-finite loss.
-    A dict batch (a method's own dataset) is passed as it is: the method lays out the views it makes."""
+    A dict batch (a method's own dataset) is passed as it is: the method lays out the views it makes.
+    ``amp`` (default fp32) runs the forward under autocast and the backward through its grad scaler."""
+    amp = amp or Precision()
     if channels_last and isinstance(x, torch.Tensor):
         x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
-    out = model(x, generator)
+    with amp.autocast():
+        out = model(x, generator)
     loss = out["loss"]
     if not torch.isfinite(loss):
         raise PretrainError(f"loss is {loss.item()} at step {step + 1}; lower --lr or check the data.")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    amp.backward_step(loss, opt)
     method.on_after_step(step, total_steps)
     return out
 
@@ -306,7 +312,10 @@ def train_step(
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Run (or resume) one pretraining run; see the module docstring for what it writes."""
     t_start = time.perf_counter()
-    d = setup_distributed()
+    try:
+        d = setup_distributed(cfg.device)
+    except ValueError as err:
+        raise PretrainError(str(err)) from err
     try:
         return _pretrain(cfg, d, t_start)
     finally:
@@ -376,6 +385,10 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
     # channels_last is faster on CPU for every method measured (2D and 3D; see README "Pretraining")
     channels_last = True if cfg.channels_last is None else cfg.channels_last
     prepare_method(method, d.device, spatial_dims, channels_last)
+    try:
+        amp = make_precision(cfg.precision, d.device)
+    except PrecisionError as err:
+        raise PretrainError(str(err)) from err
     opt, opt_info = build_optimizer(cfg, method)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine_lambda(total_steps, cfg.warmup_steps))
     gen = torch.Generator().manual_seed(_derive_seed("augment", cfg.seed, d.rank))
@@ -384,7 +397,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
     step = 0
     if cfg.resume:
         meta, tensors = load_checkpoint(out)
-        step = restore(meta, tensors, cfg, method, opt, sched, gen, d)
+        step = restore(meta, tensors, cfg, method, opt, sched, gen, d, amp)
         _logger.info("resumed %s at step %d of %d", out, step, total_steps)
     model: nn.Module = method
     if d.world > 1:
@@ -411,6 +424,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset": _describe(dataset),
         "dataset_size": len(dataset), "torch": torch.__version__, "channels_last": channels_last,
         "threads": torch.get_num_threads(), "machine": cpu_info(),
+        "precision": amp.record(),
     }
     if d.main:
         atomic_write_json(out / "run.json", run_info)
@@ -441,7 +455,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
                 t0 = time.perf_counter()
                 lr = opt.param_groups[0]["lr"]
                 out_terms = train_step(model, method, _to_device(x, d.device), gen, opt, step,
-                                       total_steps, channels_last)
+                                       total_steps, channels_last, amp)
                 sched.step()
                 step += 1
                 names = sorted(k for k, v in out_terms.items() if isinstance(v, torch.Tensor) and v.numel() == 1)
@@ -461,13 +475,13 @@ def _pretrain(cfg: PretrainConfig, d: Dist, t_start: float) -> PretrainResult:
                     bar.set_postfix(loss=f"{terms['loss']:.4f}", img_s=f"{speed:.1f}")
                 epoch_end = step % steps_per_epoch == 0
                 if (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0) or epoch_end or step == stop_at:
-                    save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints)
+                    save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints, amp)
                     last_ckpt = step
                 if step >= stop_at:
                     break
                 t_data = time.perf_counter()
         if last_ckpt != step:
-            save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints)
+            save_checkpoint(out, step, method, opt, sched, gen, d, cfg, cfg.keep_checkpoints, amp)
     finally:
         if bar is not None:
             bar.close()
