@@ -10,7 +10,7 @@ replayed. Families:
   with ``create_model(name, pretrained=True)`` (sha256-checked);
 * ``st-localdir``: a ``save_for_hf`` folder whose ``model.safetensors`` or ``config.json`` is mutated,
   loaded as ``local-dir:``;
-* ``convert``: each ``zoo convert`` layout's official object (built as in tests/test_convert.py),
+* ``convert``: each ``zoo convert`` layout's official object (built as in tests/convert/test_convert.py),
   mutated as an object (entries, containers, tensors, keys, ``opt``) or as a pickle file (truncations,
   garbage, a pickle that runs code, the wrong layout), converted with ``convert_checkpoint``;
 * ``cli``: ``zoo`` invocations with one bad argument (numbers, paths, choices, names) or a bad file.
@@ -300,13 +300,13 @@ class Worker:
 
     # --- convert ----------------------------------------------------------------------------------
     def convert_obj(self, layout: str) -> Any:
-        """The official object of ``layout`` (built by tests/test_convert.py's builders, cached on disk)."""
+        """The official object of ``layout`` (built by tests/convert/test_convert.py's builders, cached on disk)."""
         import torch
 
         path = self.base / f"convert-{layout}.pt"
         if not path.exists():
             sys.path.insert(0, str(REPO))
-            from tests.test_convert import BUILDERS
+            from tests.convert.test_convert import BUILDERS
 
             with torch.no_grad():
                 obj = BUILDERS[layout]()[0]

@@ -62,7 +62,7 @@ def register_official(names: tuple[str, ...], method: str, **fields: Any) -> Non
 
 
 # measured downstream results of each reference checkpoint: written by scripts/evaluate_reference.sh from the
-# `zoo eval` results files in results/ (`zoo report --metrics`); tests/test_shipped_weights.py checks they agree
+# `zoo eval` results files in results/ (`zoo report --metrics`); tests/meta/test_shipped_weights.py checks they agree
 REFERENCE_METRICS: dict[str, Any] = json.loads(Path(__file__).with_name("reference_metrics.json").read_text())
 
 

@@ -15,7 +15,7 @@ import pytest
 from zoo.cli import main
 from zoo.meta.registry import get_pretrained_cfg
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CKPT = "resnet18.pcrl_kermany64"  # a small registered checkpoint shipped in weights/
 
 

@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from tests.conftest import needs_data
-from tests.test_data import link_images
+from tests.data.test_data import link_images
 from zoo import PretrainedCfg
 from zoo.cli import main as cli_main
 from zoo.data.datasets import DatasetError, FundusDataset, ImageFolderDataset

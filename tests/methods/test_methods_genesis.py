@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from _real_data import ct_cubes
 from safetensors.torch import save_file
 
 import zoo
+from tests._real_data import ct_cubes
 from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods.genesis import ModelsGenesis

@@ -32,7 +32,7 @@ from zoo.report import (
     results_to_metrics,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # every network.tag that loads a file in weights/; a file may load under several names (a U-Net file: the encoder
 # network and the encoder-decoder), measured and documented under the first (its results files' name)
 LOADABLE = sorted(n for n in zoo.list_pretrained() if zoo.get_pretrained_cfg(n).file

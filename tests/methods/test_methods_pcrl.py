@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from _real_data import ct_cubes, xray_batch
 
+from tests._real_data import ct_cubes, xray_batch
 from tests.conftest import train_steps
 from zoo.methods import get_method
 from zoo.methods._unet import decode, encode

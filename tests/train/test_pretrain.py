@@ -34,7 +34,7 @@ from zoo.methods.base import SSLMethod
 from zoo.report import load_pretrain_log
 from zoo.train.pretrain import PretrainConfig, PretrainError, parse_hparams, pretrain
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METHODS_2D = [("simclr", "resnet18", {}), ("mocov2", "resnet18", {"queue_size": 8, "momentum": 0.99})]
 
 

@@ -191,8 +191,8 @@ def test_cli_bad_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
 def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
-    from hub_server import FakeHub
 
+    from tests.hub_server import FakeHub
     from zoo.export import export_onnx
 
     data = _class_folders(tmp_path / "data", n=4)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _real_data import ct_cubes
 
+from tests._real_data import ct_cubes
 from zoo.data import augment3d as A
 
 

@@ -3,7 +3,7 @@
 For each method: the same seed gives the same losses; the loss falls on a fixed small subset; the
 export strict-loads into its network (and, for a U-Net, its encoder network); the state (weights,
 momentum encoders, queues, schedules) plus the optimiser and the generator resume a run exactly.
-Method-specific behaviour is tested in tests/test_methods_<name>.py; the loop's resume in test_pretrain.py.
+Method-specific behaviour is tested in tests/methods/test_methods_<name>.py; the loop's resume in test_pretrain.py.
 """
 
 from __future__ import annotations

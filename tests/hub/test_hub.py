@@ -21,11 +21,11 @@ from typing import Any
 import huggingface_hub
 import pytest
 import torch
-from hub_server import FakeHub
 from huggingface_hub import ModelCard, hf_hub_download
 from safetensors.torch import load_file
 
 import zoo
+from tests.hub_server import FakeHub
 from zoo import _io, cli
 from zoo import hub as _hub
 from zoo.hub import IntegrityError, WeightsNotFoundError, resolve_weights
@@ -33,7 +33,7 @@ from zoo.hub import integrity as _integrity
 from zoo.meta import registry as _registry
 from zoo.meta.registry import list_models, register_pretrained
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARCH = "unet3d"
 TINY = {"width": 4}  # a 3D U-Net encoder of ~30k parameters: a real zoo model, tiny files
 
