@@ -133,3 +133,75 @@ def train_steps(
         method.on_after_step(step, steps)
         log.append({k: float(v.detach()) for k, v in out.items()})
     return log
+
+
+# --- the slow tests ------------------------------------------------------------------------------------
+# Every test that took >= 3.4 s on a quiet 2-core machine (AMD EPYC; `pytest -n 2 -m "not slow" --durations=80`),
+# marked `slow` here in one place: the README's test command skips them (-m "not slow") and .ci/run runs them
+# after it. Tests marked with @pytest.mark.slow in their own file are slow too.
+SLOW = frozenset({
+    "tests/convert/test_convert.py::test_convert_official_layout[genesis]",
+    "tests/convert/test_convert.py::test_convert_official_layout[swcl-resnetv2-50x1]",
+    "tests/eval/test_eval.py::test_3d_linear_with_registered_tiny_checkpoint",
+    "tests/eval/test_eval.py::test_checkpoint_runs_are_pairs",
+    "tests/eval/test_eval.py::test_drive_segmentation_from_backbone_checkpoint",
+    "tests/eval/test_eval.py::test_grad_cam",
+    "tests/eval/test_eval.py::test_linear_random_init_via_cli",
+    "tests/eval/test_eval.py::test_results_to_metrics_markdown_plot",
+    "tests/eval/test_eval.py::test_robustness",
+    "tests/eval/test_finetune.py::test_3d_classification_from_registered_weights_records_their_sha256",
+    "tests/eval/test_finetune.py::test_resume_continues_exactly",
+    "tests/eval/test_finetune.py::test_segmentation_on_images_of_different_sizes",
+    "tests/export/test_export.py::test_cli_export",
+    "tests/export/test_export.py::test_every_architecture_exports_and_verifies[resnet50]",
+    "tests/export/test_export.py::test_every_architecture_exports_and_verifies[resnetv2_50x1_bit]",
+    "tests/export/test_export.py::test_every_architecture_exports_and_verifies[unet3d_seg]",
+    "tests/export/test_export.py::test_every_architecture_exports_and_verifies[unet3d_small_seg]",
+    "tests/export/test_export.py::test_every_architecture_exports_and_verifies[unet_resnet18]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[resnet18]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[resnet50]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[resnetv2_50x1_bit]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[unet3d.genesis_chest_ct]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[unet3d_seg]",
+    "tests/export/test_export.py::test_features_only_exports_every_level[unet_resnet18]",
+    "tests/export/test_export.py::test_genesis_batch_statistics_are_in_the_graph",
+    "tests/export/test_export.py::test_int8_2d_classifier_agrees_with_fp32",
+    "tests/export/test_export.py::test_int8_segmentation_and_3d[unet3d_small.genesis_ct32]",
+    "tests/export/test_export.py::test_int8_segmentation_and_3d[unet3d_small_seg]",
+    "tests/export/test_export.py::test_int8_segmentation_and_3d[unet_resnet18]",
+    "tests/export/test_export.py::test_int8_tolerance_failure_is_reported",
+    "tests/export/test_export.py::test_perturbed_model_fails_verification_and_writes_nothing",
+    "tests/export/test_export.py::test_static_batch_and_dynamic_spatial",
+    "tests/export/test_export.py::test_torchscript_fallback_is_recorded",
+    "tests/hub/test_hub.py::test_push_then_load_back_with_zoo_and_with_timm",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[micle-resnet18]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[mocov2-resnet18]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[pcrl-unet3d_seg]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[pcrl-unet_resnet18]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[pcrlv2-resnet18]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[pcrlv2-unet3d_seg]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[simclr-resnet18]",
+    "tests/methods/test_methods_contract.py::test_loss_falls_on_a_fixed_subset[swcl-resnet18]",
+    "tests/methods/test_methods_contract.py::test_same_seed_same_losses_and_exact_resume[pcrl-unet_resnet18]",
+    "tests/methods/test_methods_contract.py::test_same_seed_same_losses_and_exact_resume[pcrlv2-resnet18]",
+    "tests/methods/test_methods_genesis.py::test_restoration_on_real_ct_decreases",
+    "tests/methods/test_methods_micle.py::test_resume_continues_with_the_same_pairs",
+    "tests/methods/test_methods_pcrl.py::test_pcrl_3d_on_a_real_ct_cube",
+    "tests/methods/test_methods_pcrlv2.py::test_pcrlv2_2d_on_real_xrays",
+    "tests/methods/test_methods_pcrlv2.py::test_pcrlv2_3d_on_a_real_ct_cube",
+    "tests/methods/test_methods_swcl.py::test_pipeline_reports_heldout_accuracy_and_caches_each_stage",
+    "tests/methods/test_methods_swcl.py::test_supcon_gathers_every_rank_under_torchrun",
+    "tests/train/test_pretrain.py::test_init_from_and_bn_only",
+    "tests/train/test_pretrain.py::test_pretrain_3d_on_real_ct",
+    "tests/train/test_pretrain.py::test_pretrain_runs_resumes_exactly_and_exports[mocov2-resnet18-kw1]",
+    "tests/train/test_pretrain.py::test_pretrain_runs_resumes_exactly_and_exports[simclr-resnet18-kw0]",
+    "tests/train/test_pretrain.py::test_same_seed_same_losses_other_seed_other_losses",
+    "tests/train/test_pretrain.py::test_ship_weights_script",
+    "tests/train/test_pretrain.py::test_torchrun_ddp_two_processes",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid in SLOW:
+            item.add_marker(pytest.mark.slow)
