@@ -48,36 +48,22 @@ def _number(text: str, kind: type, what: str) -> Any:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _number(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (1, 2, ...), got {text}")
-    return int(value)
+def _bounded(kind: type, what: str, low: float, inclusive: bool, problem: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a number of ``kind`` above ``low`` (or at it, when ``inclusive``)."""
+
+    def parse(text: str) -> Any:
+        value = _number(text, kind, what)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {problem}, got {text}")
+        return kind(value)
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _number(text, int, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
-    return int(value)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float, "a number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return float(value)
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _number(text, float, "a number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
-    return float(value)
+positive_int = _bounded(int, "an integer", 1, True, "a positive integer (1, 2, ...)")
+nonnegative_int = _bounded(int, "an integer", 0, True, "0 or a positive integer")
+positive_float = _bounded(float, "a number", 0.0, False, "a positive number")
+nonnegative_float = _bounded(float, "a number", 0.0, True, "0 or a positive number")
 
 
 def fraction(text: str) -> float:

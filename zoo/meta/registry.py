@@ -294,15 +294,21 @@ def _unknown(name: str) -> UnknownModelError:
     return UnknownModelError(f"Unknown model {name!r}.{hint} Run `zoo list` to see every name.")
 
 
+def _network(name: str) -> tuple[_Arch, str]:
+    """The registered network of ``name`` (old names resolve with a warning) and the tag it names."""
+    _ensure_catalog()
+    arch_name, tag = split_model_name(resolve_name(name))
+    with _lock:
+        arch = _archs.get(arch_name)
+    if arch is None:
+        raise _unknown(name)
+    return arch, tag
+
+
 def get_arch_entry(name: str) -> tuple[str, str | None, str]:
     """``(network, module, description)`` of a network (old names resolve with a warning)."""
-    _ensure_catalog()
-    arch = split_model_name(resolve_name(name))[0]
-    with _lock:
-        entry = _archs.get(arch)
-        if entry is None:
-            raise _unknown(name)
-        return entry.name, entry.module, entry.description
+    entry, _ = _network(name)
+    return entry.name, entry.module, entry.description
 
 
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
@@ -311,30 +317,22 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     A network without a default tag returns its base cfg (``has_weights`` is False). Old names resolve to
     the new ones with a DeprecationWarning.
     """
-    _ensure_catalog()
-    arch_name, tag = split_model_name(resolve_name(name))
+    arch, tag = _network(name)
     with _lock:
-        arch = _archs.get(arch_name)
-        if arch is None:
-            raise _unknown(name)
         if not tag:
             return arch.tags[arch.default_tag] if arch.default_tag else arch.base
         if tag not in arch.tags:
-            tags = ", ".join(f"{arch_name}.{t}" for t in arch.tags) or "none"
+            tags = ", ".join(f"{arch.name}.{t}" for t in arch.tags) or "none"
             raise UnknownModelError(
-                f"Unknown tag {tag!r} for {arch_name!r}. Registered weights: {tags}."
+                f"Unknown tag {tag!r} for {arch.name!r}. Registered weights: {tags}."
             )
         return arch.tags[tag]
 
 
 def get_tags(network: str) -> tuple[list[str], str | None]:
     """``(tags, default_tag)`` of a network."""
-    _ensure_catalog()
-    arch_name = split_model_name(resolve_name(network))[0]
+    arch, _ = _network(network)
     with _lock:
-        arch = _archs.get(arch_name)
-        if arch is None:
-            raise _unknown(network)
         return list(arch.tags), arch.default_tag
 
 
