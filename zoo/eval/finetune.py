@@ -317,6 +317,15 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
 
 
 # --- the protocol ------------------------------------------------------------------------------------------
+def _opt_step(holder: dict[str, Any], loss: torch.Tensor) -> None:
+    """One optimiser and schedule step on ``loss`` (the optimiser lives in ``holder``, built by _train_loop)."""
+    opt, sched = holder["opt"], holder["sched"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
 def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch: int, config: FinetuneConfig,
                 seed: int, train_epoch: Any, validate: Any, state_path: Path | None, desc: str,
                 frozen: bool, holder: dict[str, Any]) -> dict[str, Any]:
@@ -417,7 +426,7 @@ def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Prep
                 continue
             x = prep.normalise(_augment(prep.unit(data.train_x[idx]), modality, g))
             loss = loss_fn(model(x), y_train[idx])
-            opt_step(loss)
+            _opt_step(holder, loss)
             total, count = total + loss.item() * len(idx), count + len(idx)
         return total / max(count, 1)
 
@@ -427,15 +436,8 @@ def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Prep
         auc = _class_metrics(data.kind, data.val_y, logits.numpy())[0]["auc"]
         return {"val_loss": val_loss, "val_auc": auc}
 
-    # the optimiser is built inside _train_loop (so its state can be restored); step through it
+    # the optimiser is built inside _train_loop (so its state can be restored); _opt_step steps through it
     holder: dict[str, Any] = {}
-
-    def opt_step(loss: torch.Tensor) -> None:
-        opt, sched = holder["opt"], holder["sched"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
 
     run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
                               f"{arm} seed {seed}", config.freeze_encoder, holder)
@@ -508,11 +510,7 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
             p = torch.sigmoid(logits)
             loss = F.binary_cross_entropy_with_logits(logits, yb) + \
                 1.0 - (2.0 * (p * yb).sum() + 1.0) / (p.sum() + yb.sum() + 1.0)
-            opt, sched = holder["opt"], holder["sched"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            _opt_step(holder, loss)
             total += loss.item()
         return total / steps
 
@@ -637,11 +635,7 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
                 yb.append(lab[sl])
             x, y = torch.stack(xb), torch.stack(yb)
             loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last_3d)), y)
-            opt, sched = holder["opt"], holder["sched"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            _opt_step(holder, loss)
             total += loss.item()
         return total / steps
 
