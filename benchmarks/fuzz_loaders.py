@@ -172,7 +172,7 @@ class Worker:
             return "st:dtype", join_st(header, body)
         if kind == "int-dtype":  # same size, integer: the bytes read as integers
             size = DTYPE_SIZE.get(entry["dtype"], 4)
-            ints = [d for d, s in DTYPE_SIZE.items() if s == size and d[0] in "IUB"]
+            ints = [d for d, s in DTYPE_SIZE.items() if s == size and (d[0] in "IU" or d == "BOOL")]
             if not ints:
                 return "st:int-dtype", data
             entry["dtype"] = rng.choice(ints)
