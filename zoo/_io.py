@@ -13,6 +13,8 @@ from typing import Any
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "sha256_file"]
 
 _CHUNK = 1 << 20
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it), then restored
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any], fsync: bool = True) -> Path:
@@ -26,6 +28,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any], fsy
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets the mode an ordinary write would
     try:
         write(tmp)
         if fsync:
