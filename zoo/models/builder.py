@@ -437,9 +437,10 @@ def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
 def _warn_random_head(cfg: PretrainedCfg, keys: list[str]) -> None:
     """Say once per process and name that a pretrained model's head is random."""
     msg = ("%s: the classifier head (%s) is randomly initialised: the checkpoint has no head for this "
-           "num_classes, so the logits are not predictions. Train the head first, e.g. with a linear probe or "
-           "fine-tuning (`zoo eval NAME --protocol linear|finetune`; see README, 'Evaluation'), or use "
-           "num_classes=0 for features.")
+           "num_classes, so the logits are not predictions. Train the head first: fine-tune on your labelled "
+           "data (`zoo finetune NAME --data PATH --out RUN`, then `create_model('local-dir:RUN')`; README, "
+           "'Fine-tune on your data'), or a linear probe or fine-tuning on a built-in task (`zoo eval NAME "
+           "--protocol linear|finetune`), or use num_classes=0 for features.")
     if cfg.name in _WARNED_HEADS:
         _logger.info(msg, cfg.name, ", ".join(keys))
         return
