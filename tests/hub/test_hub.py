@@ -729,7 +729,9 @@ def test_timm_loads_a_bit_resnetv2_from_the_hub_with_identical_outputs(online: F
     assert config["architecture"] == "resnetv2_50x1_bit"
     from_hub = zoo.create_model("hf-hub:zoo-test/bit", pretrained=True).eval()
     with torch.no_grad():
-        assert torch.equal(from_hub(ref["x0"]), ref["y0"])  # timm (eps 1e-8) == zoo (eps 1e-10) on this file
+        # timm (eps 1e-8) and zoo (eps 1e-10) re-standardise the stored, already standardised convs: the same
+        # up to float32 rounding (bitwise on some runs, not on all: the eps and the kernels differ)
+        torch.testing.assert_close(from_hub(ref["x0"]), ref["y0"], rtol=1e-5, atol=1e-5)
         # the stored standardised convs change the model's own outputs by float32 rounding only
         torch.testing.assert_close(model(ref["x0"]), ref["y0"], rtol=1e-4, atol=1e-4)
 
