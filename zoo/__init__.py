@@ -20,7 +20,7 @@ from .meta.registry import (
     register_pretrained,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "create_model": "zoo.models.builder",
