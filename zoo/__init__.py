@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .meta.cfg import Intensity, PretrainedCfg
-from .meta.registry import (
+from .meta import (
+    Intensity,
+    PretrainedCfg,
     UnknownModelError,
     get_pretrained_cfg,
     is_model,
