@@ -173,6 +173,40 @@ def test_logistic_regression_probe() -> None:
         LogisticRegression(2).fit(x, y)
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_probe_minimises_zoos_objective(k: int) -> None:
+    """scikit-learn's C is mapped from zoo's l2 so that the fit minimises ``mean CE + l2/2 |W|^2`` over the
+    K-column softmax (bias unpenalised): the gradient of that objective vanishes at the returned weights."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(k), 40)
+    x = rng.normal(size=(len(y), 6)) + y[:, None] * 0.7
+    l2 = 0.05
+    probe = LogisticRegression(k, l2_grid=(l2,), tol=1e-10).fit(x, y)
+    xs = torch.as_tensor((x - probe.mean) / probe.std)
+    w = torch.tensor(probe.weight, requires_grad=True)
+    b = torch.tensor(probe.bias, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(xs @ w + b, torch.as_tensor(y)) + 0.5 * l2 * (w * w).sum()
+    loss.backward()
+    assert w.grad.abs().max() < 1e-5 and b.grad.abs().max() < 1e-5
+    # a wrong mapping (C off by 2x) leaves a clear gradient: the check can fail
+    w2 = (w.detach() * 2).requires_grad_()
+    loss2 = torch.nn.functional.cross_entropy(xs @ w2 + b.detach(), torch.as_tensor(y)) + 0.5 * l2 * (w2 * w2).sum()
+    loss2.backward()
+    assert w2.grad.abs().max() > 1e-3
+
+
+def test_probe_edge_cases() -> None:
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 10 + [1] * 10 + [2])  # class 2 has one sample: some folds never see it
+    x = rng.normal(size=(len(y), 4)) + y[:, None]
+    probe = LogisticRegression(3).fit(x, y)
+    p = probe.predict_proba(x)
+    assert p.shape == (len(y), 3) and np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        LogisticRegression(3).fit(x, y)
+
+
 # --- end to end ------------------------------------------------------------------------------------
 def _checkpoint(tmp_path: Path, name: str = "resnet18", seed: int = 123, **kwargs: Any) -> Path:
     torch.manual_seed(seed)

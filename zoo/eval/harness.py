@@ -596,7 +596,7 @@ def run_eval(config: EvalConfig, invocation: str | None = None) -> dict[str, Any
         "lr": config.lr if trains_network else None,
         "weight_decay": config.weight_decay if trains_network else None,
         "linear_probe": None if trains_network else {
-            "model": "multinomial logistic regression on standardised pooled features (L-BFGS)",
+            "model": "multinomial logistic regression on standardised pooled features (scikit-learn, lbfgs)",
             "l2_grid": list(L2_GRID), "l2_selection": "stratified 3-fold CV log-loss on the labelled subset",
         },
         "max_train": config.max_train,

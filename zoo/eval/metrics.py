@@ -1,5 +1,8 @@
-"""Evaluation metrics in numpy (no scikit-learn): ROC AUC, MedMNIST's macro one-vs-rest AUC, accuracy,
-and F1 / AUC of a segmentation inside a region (DRIVE's field-of-view mask)."""
+"""Evaluation metrics: ROC AUC (scikit-learn's), MedMNIST's macro one-vs-rest AUC, accuracy, and F1 / AUC of a
+segmentation inside a region (DRIVE's field-of-view mask).
+
+zoo 0.2 computed the AUC by hand (Mann-Whitney ranks); ``benchmarks/libraries.py`` measured it against
+``sklearn.metrics`` on real predictions: identical values (README "Hand-written vs libraries")."""
 
 from __future__ import annotations
 
@@ -16,34 +19,20 @@ __all__ = [
 ]
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    # boundaries of runs of equal values
-    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    ends = np.r_[starts[1:], len(xs)]
-    mean_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.repeat(mean_rank, ends - starts)
-    return ranks
-
-
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve of a binary problem (Mann-Whitney U; ties count one half).
+    """Area under the ROC curve of a binary problem (``sklearn.metrics.roc_auc_score``; ties count one half).
 
     Raises ValueError when ``y_true`` holds a single class (the AUC is undefined).
     """
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y_true).reshape(-1).astype(bool)
     s = np.asarray(score, dtype=np.float64).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"y_true has {y.size} entries but score has {s.size}")
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         raise ValueError("ROC AUC is undefined when only one class is present in y_true")
-    ranks = _average_ranks(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def macro_auc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float:
