@@ -143,6 +143,19 @@ def test_random_head_warns_once_per_name(register_weights, caplog: pytest.LogCap
     assert sum("randomly initialised" in r.getMessage() for r in caplog.records) == 2  # the repeat at INFO
 
 
+def test_random_head_is_quiet_where_the_head_is_trained_next(register_weights, caplog: pytest.LogCaptureFixture) -> None:
+    """Fine-tuning and probes build a new head on purpose: no warning there, and the first warning outside
+    the block is still given."""
+    register_weights(f"{SMALL}.headquiet", zoo.create_model(SMALL).state_dict())
+    builder._WARNED_HEADS.discard(f"{SMALL}.headquiet")
+    with caplog.at_level(logging.INFO, logger="zoo.models.builder"):
+        with builder.head_trained_next():
+            zoo.create_model(f"{SMALL}.headquiet", pretrained=True, num_classes=2)
+        assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+        zoo.create_model(f"{SMALL}.headquiet", pretrained=True, num_classes=2)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
 # --- architecture arguments recorded in the file ---------------------------------------------------
 @pytest.mark.parametrize(("made", "built"), [("gn", "in"), ("in", "gn")])
 def test_norm_recorded_in_the_file_must_match(tmp_path: Path, made: str, built: str) -> None:

@@ -544,7 +544,7 @@ def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -
     """A 3D U-Net with a ``num_classes`` head: a ``*_seg`` checkpoint loads encoder and decoder; an
     encoder checkpoint (``X``) becomes the encoder of ``X_seg`` (same width and norm) with a new decoder."""
     from ..meta.registry import UnknownModelError, get_arch_entry, get_pretrained_cfg
-    from ..models.builder import create_model
+    from ..models.builder import create_model, head_trained_next
 
     cfg = source.cfg
     if get_arch_entry(source.name)[1] != "zoo.models.unet3d":
@@ -555,13 +555,15 @@ def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -
     if cfg.architecture.endswith("_seg"):
         load = {} if arm == "random_init" else (
             {"checkpoint_path": source.checkpoint_path} if source.checkpoint_path else {"pretrained": True})
-        return create_model(source.name, num_classes=num_classes, **load)
+        with head_trained_next():  # the head is what fine-tuning trains: no random-head warning
+            return create_model(source.name, num_classes=num_classes, **load)
     seg_arch = f"{cfg.architecture}_seg"
     if arm == "pretrained" and source.checkpoint_path is None and cfg.tag:
         from ..meta.registry import is_model
 
         if is_model(f"{seg_arch}.{cfg.tag}") and get_pretrained_cfg(f"{seg_arch}.{cfg.tag}").has_weights:
-            return create_model(f"{seg_arch}.{cfg.tag}", pretrained=True, num_classes=num_classes)  # + its decoder
+            with head_trained_next():
+                return create_model(f"{seg_arch}.{cfg.tag}", pretrained=True, num_classes=num_classes)  # + decoder
     try:
         seg = create_model(seg_arch, num_classes=num_classes, in_chans=cfg.in_chans, **kwargs)
     except UnknownModelError as err:
@@ -735,9 +737,10 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
         tr, va = train_val_split(data, config.val_fraction, config.seed)
         train, val = data.subset(tr), data.subset(va)
         split = {"val_fraction": config.val_fraction, "seed": config.seed, "stratified": data.labels is not None}
-    if len(train) < 2 or len(val) < 1:
-        raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least 2 and "
-                           "1 are needed. Add data or change --val-fraction.")
+    min_train = 1 if data.kind == "segmentation" else 2  # segmentation trains on many random crops of each
+    if len(train) < min_train or len(val) < 1:
+        raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least "
+                           f"{min_train} and 1 are needed. Add data or change --val-fraction.")
     _logger.info("train: %s", train.describe())
     _logger.info("val:   %s", val.describe())
     out.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from ..data.transforms import DataConfig, _apply_intensity, create_transform
 from ..hub import ResolvedWeights, cache_dir, record_checkpoint, resolve_weights_record
 from ..meta.cfg import Intensity, PretrainedCfg
 from ..meta.registry import get_pretrained_cfg
-from ..models.builder import create_model
+from ..models.builder import create_model, head_trained_next
 from ..models.resnet import ResNet
 from ..models.unet2d import UNetResNet
 from ..train.precision import PrecisionError, make_precision
@@ -202,7 +202,8 @@ def _load_kwargs(source: CheckpointSource, arm: str) -> dict[str, Any]:
 def build_classifier(source: CheckpointSource, arm: str, num_classes: int, seed: int) -> nn.Module:
     """The model of ``arm`` with a ``num_classes`` head (0: pooled features); the seed fixes all random init."""
     torch.manual_seed(seed)
-    return create_model(source.name, num_classes=num_classes, **_load_kwargs(source, arm))
+    with head_trained_next():  # the head is what the protocol trains: no random-head warning
+        return create_model(source.name, num_classes=num_classes, **_load_kwargs(source, arm))
 
 
 def build_segmentation_model(source: CheckpointSource, arm: str, seed: int, num_classes: int = 1) -> nn.Module:
@@ -217,7 +218,8 @@ def build_segmentation_model(source: CheckpointSource, arm: str, seed: int, num_
     torch.manual_seed(seed)
     load = _load_kwargs(source, arm)
     if source.cfg.spatial_dims == 2 and issubclass(network, UNetResNet):
-        return create_model(source.name, num_classes=num_classes, **load)
+        with head_trained_next():
+            return create_model(source.name, num_classes=num_classes, **load)
     if source.cfg.spatial_dims == 2 and issubclass(network, ResNet):
         depth = int(source.cfg.arch_kwargs.get("depth", 18))
         seg = create_model("unet_resnet18", num_classes=num_classes, depth=depth, in_chans=source.cfg.in_chans)

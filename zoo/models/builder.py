@@ -12,13 +12,15 @@ Eval, export, pretraining and publishing read it instead of resolving again.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import json
 import logging
 import numbers
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ __all__ = [
     "check_arch_kwargs",
     "check_model_kwargs",
     "CHECK_WEIGHTS_ENV",
+    "head_trained_next",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -161,6 +164,18 @@ CHECK_WEIGHTS_ENV = "ZOO_CHECK_WEIGHTS"
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _NON_STRUCTURAL = ("drop_rate", "drop_path_rate")  # arch kwargs that change no weight and no output in eval
 _WARNED_HEADS: set[str] = set()
+_HEAD_TRAINED_NEXT = contextvars.ContextVar("zoo_head_trained_next", default=False)
+
+
+@contextlib.contextmanager
+def head_trained_next() -> Iterator[None]:
+    """Inside the block, a pretrained model with a new (random) head is logged at INFO, not warned about:
+    for code that trains the head right after (fine-tuning, probes), where the warning would be noise."""
+    token = _HEAD_TRAINED_NEXT.set(True)
+    try:
+        yield
+    finally:
+        _HEAD_TRAINED_NEXT.reset(token)
 
 
 def _shorten(items: list[str], n: int = 8) -> str:
@@ -441,7 +456,7 @@ def _warn_random_head(cfg: PretrainedCfg, keys: list[str]) -> None:
            "data (`zoo finetune NAME --data PATH --out RUN`, then `create_model('local-dir:RUN')`; README, "
            "'Fine-tune on your data'), or a linear probe or fine-tuning on a built-in task (`zoo eval NAME "
            "--protocol linear|finetune`), or use num_classes=0 for features.")
-    if cfg.name in _WARNED_HEADS:
+    if cfg.name in _WARNED_HEADS or _HEAD_TRAINED_NEXT.get():
         _logger.info(msg, cfg.name, ", ".join(keys))
         return
     _WARNED_HEADS.add(cfg.name)
