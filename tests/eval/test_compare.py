@@ -154,7 +154,10 @@ def test_compare_pairs_every_arm_and_writes_json_markdown_and_plot(tmp_path: Pat
 
 def test_fraction_raised_to_one_per_class_is_said(tmp_path: Path, two_tiny: dict[str, Path]) -> None:
     data = _class_folders(tmp_path / "data")
-    res = run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", label_fractions=(0.01,), seeds=1))
+    # through the package face, as a user would (a string of fractions is accepted too)
+    res = zoo.compare("resnet18.tiny_a", data, out=str(tmp_path / "out"), label_fractions="0.01", seeds=1,
+                      test_fraction=0.34)
+    assert "--label-fractions 0.01 --seeds 1" in res["command"]
     table = res["results"][0]
     assert table["rows"][0]["n_labelled"] == [2] and "raised to 2" in table["note"]
     assert "fraction raised" in (tmp_path / "out" / MD_NAME).read_text()

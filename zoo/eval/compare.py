@@ -204,10 +204,10 @@ class CompareConfig:
         """The command that reproduces this comparison."""
         if self.single:
             parts = ["zoo", "eval", self.pattern, "--data", self.data, "--protocol", self.protocol,
-                     "--label-fraction", ",".join(f"{f:g}" for f in self.label_fractions)]
+                     "--label-fraction", ",".join(f"{f:g}" for f in parse_fractions(self.label_fractions))]
         else:
             parts = ["zoo", "compare", self.pattern, "--data", self.data, "--protocol", self.protocol,
-                     "--label-fractions", ",".join(f"{f:g}" for f in self.label_fractions)]
+                     "--label-fractions", ",".join(f"{f:g}" for f in parse_fractions(self.label_fractions))]
         parts += ["--seeds", str(self.seeds)]
         defaults = CompareConfig(pattern="", data="")
         for flag, name in (("--test", "test"), ("--test-fraction", "test_fraction"), ("--masks", "masks"),
