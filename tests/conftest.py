@@ -142,6 +142,13 @@ def train_steps(
 SLOW = frozenset({
     "tests/convert/test_convert.py::test_convert_official_layout[genesis]",
     "tests/convert/test_convert.py::test_convert_official_layout[swcl-resnetv2-50x1]",
+    "tests/eval/test_compare.py::test_another_comparison_in_the_same_out_is_refused_unless_overwrite",
+    "tests/eval/test_compare.py::test_compare_pairs_every_arm_and_writes_json_markdown_and_plot",
+    "tests/eval/test_compare.py::test_finetune_classification_protocol",
+    "tests/eval/test_compare.py::test_given_test_set_is_the_same_for_every_seed",
+    "tests/eval/test_compare.py::test_multilabel_csv_linear",
+    "tests/eval/test_compare.py::test_resume_after_a_kill_continues_with_the_same_results",
+    "tests/eval/test_compare.py::test_segmentation_finetune_scores_dice_on_the_test_images",
     "tests/eval/test_eval.py::test_3d_linear_with_registered_tiny_checkpoint",
     "tests/eval/test_eval.py::test_checkpoint_runs_are_pairs",
     "tests/eval/test_eval.py::test_drive_segmentation_from_backbone_checkpoint",

@@ -48,6 +48,7 @@ __all__ = [
     "register_model",
     "register_pretrained",
     "finetune",
+    "compare",
     *_LAZY,
 ]
 
@@ -64,6 +65,18 @@ def finetune(model: str, data: str, out: str, **options: Any) -> Any:
     from .export.huggingface import save_for_hf
 
     return run_finetune(FinetuneConfig(model=model, data=str(data), out=str(out), **options), save=save_for_hf)
+
+
+def compare(pattern: str, data: str, **options: Any) -> dict[str, Any]:
+    """Rank every checkpoint matching ``pattern`` and random init on your labelled ``data`` (``zoo compare``'s
+    Python API).
+
+    ``options`` are the fields of :class:`zoo.eval.compare.CompareConfig` (``label_fractions``, ``protocol``,
+    ``seeds``, ``test``, ``out``, ...). Returns the results dict also written to ``OUT/compare.json``.
+    """
+    from .eval.compare import CompareConfig, run_compare
+
+    return run_compare(CompareConfig(pattern=pattern, data=str(data), **options))
 
 
 def __getattr__(name: str) -> Any:

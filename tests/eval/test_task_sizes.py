@@ -53,3 +53,17 @@ def test_drive_like_data_of_another_size_evaluates(tmp_path: Path, monkeypatch: 
                               batch_size=2, max_train=1, cache=False))
     r = res["runs"]["random_init"]["per_seed"][0]
     assert r["n_train"] == 1 and 0.0 <= r["f1"] <= 1.0 and res["n_test"] == 2
+
+
+def test_image_folder_task_decodes_at_the_input_size_when_larger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kermany-like folders: decoded at 224 px by default, at the input size when --img-size asks for more
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c in ("NORMAL", "PNEUMONIA"):
+            d = tmp_path / "cxr" / "kermany" / split / c
+            d.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (300, 320), dtype=np.uint8)).save(d / "a.jpeg")
+    monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
+    task = get_task("kermany_pneumonia")
+    assert task.load("test").images.shape[-2:] == (224, 224)
+    assert task.load("test", img_size=256).images.shape[-2:] == (256, 256)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..hub.paths import IntegrityError
 from ..meta.registry import UnknownModelError
-from . import evaluate, export, finetune, models, predict, pretrain, weights
+from . import compare, evaluate, export, finetune, models, predict, pretrain, weights
 from ._common import CliError
 
 __all__ = ["main", "build_parser", "CliError"]
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, weights, export, pretrain, finetune, evaluate, predict):
+    for group in (models, weights, export, pretrain, finetune, evaluate, compare, predict):
         group.add_parsers(sub)
     return parser
 

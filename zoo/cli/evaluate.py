@@ -9,6 +9,7 @@ import sys
 from ._common import (
     CliError,
     existing_file,
+    existing_path,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -33,10 +34,50 @@ def _check_weights(name: str, checkpoint_path: str | None) -> None:
         create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path)
 
 
+_TASK_ONLY = (("robustness", "--robustness"), ("max_train", "--max-train"), ("max_test", "--max-test"),
+              ("checkpoint_path", "--checkpoint-path"), ("no_cache", "--no-cache"), ("out", "--out"))
+_DATA_ONLY = (("test", "--test"), ("test_fraction", "--test-fraction"), ("masks", "--masks"),
+              ("image_root", "--image-root"), ("scale", "--scale"), ("overwrite", "--overwrite"))
+
+
+def _eval_data(args: argparse.Namespace) -> int:
+    """``zoo eval NAME --data PATH``: the comparison engine for one checkpoint and its random init."""
+    from pathlib import Path
+
+    from ..eval.compare import CompareConfig, data_name
+    from .compare import fill_data_defaults, run_engine
+
+    used = [flag for name, flag in _TASK_ONLY if getattr(args, name)]
+    if args.precision != "fp32":
+        used.append("--precision")
+    if used:
+        raise CliError(f"{', '.join(used)} appl{'ies' if len(used) == 1 else 'y'} to the built-in tasks (--task); "
+                       f"drop {'it' if len(used) == 1 else 'them'} with --data (results go to --out-dir)")
+    args = fill_data_defaults(args)
+    pct = f"{args.label_fraction * 100:g}".replace(".", "p")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in args.name)
+    out = Path(args.out_dir) / f"{safe}__{data_name(args.data)}__{args.protocol}__{pct}pct"
+    config = CompareConfig(
+        pattern=args.name, data=args.data, out=str(out), test=args.test, test_fraction=args.test_fraction,
+        label_fractions=(args.label_fraction,), protocol=args.protocol, seeds=args.seeds, masks=args.masks,
+        image_root=args.image_root, epochs=args.epochs or 20, batch_size=args.batch_size or 16,
+        lr=args.lr or 1e-3, weight_decay=args.weight_decay, img_size=args.img_size, scale=args.scale,
+        single=True, overwrite=args.overwrite,
+    )
+    return run_engine(config, getattr(args, "argv", sys.argv[1:]), args.threads)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import shlex
 
     from ..eval.harness import EvalConfig, default_output_path, run_eval, save_results, set_threads
+
+    if args.data is not None:
+        return _eval_data(args)
+    used = [flag for name, flag in _DATA_ONLY if getattr(args, name)]
+    if used:
+        raise CliError(f"{', '.join(used)} appl{'ies' if len(used) == 1 else 'y'} to your own data (--data); "
+                       f"drop {'it' if len(used) == 1 else 'them'} with --task")
 
     try:
         set_threads(args.threads)
@@ -45,7 +86,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _check_weights(args.name, args.checkpoint_path)
     config = EvalConfig(
         model=args.name, task=args.task, protocol=args.protocol, label_fraction=args.label_fraction,
-        seeds=args.seeds, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
+        seeds=args.seeds, epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else EvalConfig.lr,
         weight_decay=args.weight_decay, max_train=args.max_train, max_test=args.max_test,
         checkpoint_path=args.checkpoint_path, robustness=args.robustness, cache=not args.no_cache,
         precision=args.precision,
@@ -121,10 +163,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from ..eval import TASK_NAMES
+    from .compare import add_data_arguments
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on a downstream task, paired with random init")
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a downstream task or on your data, paired with random init",
+                       description="Evaluate NAME, paired with its random init (same seeds, protocol and budget), on "
+                                   "a built-in task (--task) or on your own labelled data (--data: the `zoo compare` "
+                                   "engine for one checkpoint; class folders, a CSV, images/ + masks/, NIfTI).")
     p.add_argument("name", help="arch or arch.tag (see `zoo list`)")
-    p.add_argument("--task", required=True, choices=TASK_NAMES)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--task", choices=TASK_NAMES, help="a built-in task")
+    what.add_argument("--data", type=existing_path, default=None,
+                      help="your data: class folders, labels CSV (2D or NIfTI), or images/ + masks/ (segmentation)")
     p.add_argument("--protocol", choices=("linear", "finetune"), default="linear",
                    help="linear: frozen backbone + logistic regression (segmentation: frozen encoder); "
                    "finetune: the whole network")
@@ -133,7 +182,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--epochs", type=positive_int, help="fine-tuning / segmentation epochs (default: per task)")
     p.add_argument("--img-size", type=positive_int, help="input size (default: per task; crop size for segmentation)")
     p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive_float, default=5e-4, help="AdamW learning rate (finetune, segmentation)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="AdamW learning rate (finetune, segmentation; default 5e-4 with --task, 1e-3 with --data)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=0.05)
     p.add_argument("--max-train", type=positive_int, help="keep a stratified subset of this many training samples")
     p.add_argument("--max-test", type=positive_int, help="keep a stratified subset of this many test samples")
@@ -148,7 +198,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--out", type=output_file,
                    help="results JSON (default: OUT_DIR/<name>__<task>__<protocol>__<pct>pct[__<size>px].json)")
     p.add_argument("--out-dir", type=output_dir, default="zoo-results",
-                   help="directory of the results JSON when --out is not given (default: ./zoo-results)")
+                   help="directory of the results JSON when --out is not given (default: ./zoo-results); with --data "
+                        "the run goes to OUT_DIR/<name>__<data name>__<protocol>__<pct>pct/")
+    add_data_arguments(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("gradcam", help="Grad-CAM figure of a few test images, checkpoint vs random init")

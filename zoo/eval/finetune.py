@@ -458,12 +458,13 @@ def _dice(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float
 
 
 def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
-                       seed: int = 0, state_path: Path | None = None) -> dict[str, Any]:
+                       seed: int = 0, state_path: Path | None = None, test: UserData | None = None) -> dict[str, Any]:
     """Fine-tune a 2D U-Net (:func:`~zoo.eval.harness.build_segmentation_model`) on image/mask pairs of
     any size: random ``img_size`` crops (images smaller than the crop are padded), whole-image
-    inference (padded to a multiple of 32) on validation; Dice at 0.5, pooled over validation pixels."""
+    inference (padded to a multiple of 32) on validation; Dice at 0.5, pooled over validation pixels.
+    ``test`` (optional): pairs scored the same way with the kept model (``test_metrics``), used for nothing else."""
     if train.spatial_dims == 3:
-        return train_segmentation_3d(source, arm, train, val, config, seed, state_path)
+        return train_segmentation_3d(source, arm, train, val, config, seed, state_path, test)
     s = config.img_size or 128
     if s % 32:
         raise FinetuneError(f"segmentation crops must be a multiple of 32 px (U-Net), got --img-size {s}")
@@ -514,8 +515,15 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
             total += loss.item()
         return total / steps
 
-    def predict() -> list[np.ndarray]:
-        return [_predict_whole(model, x[None])[0] for x in vx]
+    def predict(xs: list[torch.Tensor] | None = None) -> list[np.ndarray]:
+        return [_predict_whole(model, x[None])[0] for x in (vx if xs is None else xs)]
+
+    def scores(probs: list[np.ndarray], ys: list[torch.Tensor]) -> dict[str, Any]:
+        flat_p = np.concatenate([p.ravel() for p in probs])
+        flat_y = np.concatenate([y.numpy().ravel() for y in ys]).astype(bool)
+        return {"dice": _dice(flat_p, flat_y),
+                "dice_per_image": [_dice(p, y.numpy()[0].astype(bool)) for p, y in zip(probs, ys, strict=True)],
+                "auc": _safe_auc(roc_auc, flat_y, flat_p)}
 
     def validate() -> dict[str, Any]:
         probs = predict()
@@ -530,14 +538,13 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
                               f"{arm} seed {seed}", False, holder)
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
-    probs = predict()
-    flat_p = np.concatenate([p.ravel() for p in probs])
-    flat_y = np.concatenate([y.numpy().ravel() for y in vy]).astype(bool)
-    metrics = {"dice": _dice(flat_p, flat_y),
-               "dice_per_image": [_dice(p, y.numpy()[0].astype(bool)) for p, y in zip(probs, vy, strict=True)],
-               "auc": _safe_auc(roc_auc, flat_y, flat_p)}
-    return {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "sigmoid", "threshold": 0.5},
-            "n_train": len(tx), "n_val": len(vx), "prep": prep}
+    metrics = scores(predict(), vy)
+    out = {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "sigmoid", "threshold": 0.5},
+           "n_train": len(tx), "n_val": len(vx), "prep": prep}
+    if test is not None:
+        sx, sy = tensors(test)
+        out["test_metrics"] = scores(predict(sx), sy)
+    return out
 
 
 def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -> nn.Module:
@@ -585,13 +592,14 @@ def _tiles(shape: tuple[int, ...], cube: tuple[int, ...]) -> list[tuple[slice, .
 
 
 def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
-                          seed: int = 0, state_path: Path | None = None) -> dict[str, Any]:
+                          seed: int = 0, state_path: Path | None = None,
+                          test: UserData | None = None) -> dict[str, Any]:
     """Fine-tune a 3D U-Net on NIfTI image / label-map pairs (labels 0..K-1, 0 = background).
 
     Volumes are reoriented to RAS, resampled to the checkpoint's spacing and HU-windowed; training
     uses random cubes of the checkpoint's input size (``img_size``: a cube edge); validation covers
     each whole volume with non-overlapping cubes (zero-padded at the far edges). Cross-entropy +
-    soft Dice; mean foreground Dice on validation."""
+    soft Dice; mean foreground Dice on validation (and on ``test``, if given, with the kept model)."""
     from ..data.userdata import load_volume_pairs
 
     cfg = source.cfg
@@ -660,9 +668,10 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
             out.append(2.0 * int((a & b).sum()) / denom if denom else None)
         return out
 
-    def evaluate() -> tuple[float, list[float | None]]:
+    def evaluate(vols: list[torch.Tensor] | None = None, labs: list[torch.Tensor] | None = None) -> tuple[
+            float, list[float | None]]:
         losses, dices = [], []
-        for v, lab in zip(vv, vl, strict=True):
+        for v, lab in zip(vv if vols is None else vols, vl if labs is None else labs, strict=True):
             logits = predict(v)
             losses.append(float(loss_fn(logits[None], lab[None])))
             dices.append(dice_per_class(logits.argmax(0), lab))
@@ -682,8 +691,19 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
     loss, per_class = evaluate()
     present = [d for d in per_class if d is not None]
     metrics = {"dice": float(np.mean(present)) if present else 0.0, "dice_per_class": per_class, "loss": loss}
-    return {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "softmax", "rule": "argmax"},
-            "n_train": len(tv), "n_val": len(vv), "num_classes": k, "cube": cube}
+    out = {**run, "model": model, "val_metrics": metrics, "decision": {"activation": "softmax", "rule": "argmax"},
+           "n_train": len(tv), "n_val": len(vv), "num_classes": k, "cube": cube}
+    if test is not None:
+        sv, sl = load_volume_pairs(test, cfg.voxel_spacing, hu)
+        top = max(int(lab.max()) for lab in sl)
+        if top >= k:
+            raise DatasetError(f"{test.source}: the test label maps hold label {top}, which no training label map "
+                               f"has (labels 0..{k - 1}); add training volumes with it, or relabel")
+        loss, per_class = evaluate(sv, sl)
+        present = [d for d in per_class if d is not None]
+        out["test_metrics"] = {"dice": float(np.mean(present)) if present else 0.0, "dice_per_class": per_class,
+                               "loss": loss}
+    return out
 
 
 # --- the whole run -------------------------------------------------------------------------------------------

@@ -126,12 +126,14 @@ class _MedMNISTTask(Task):
 @dataclass(frozen=True)
 class _FolderTask(Task):
     folder: str = ""
-    native_size: int = 224  # decoded at this size; the model's transform resizes to the input size
+    native_size: int = 224  # decoded at least at this size; the model's transform resizes to the input size
 
     def _load(self, split: str, limit: int | None, img_size: int) -> Split:
         if split not in ("train", "test"):
             raise ValueError(f"{self.name} has train and test splits only, got {split!r}")
-        data = ImageFolderDataset(data_path(*self.folder.split("/"), split), img_size=self.native_size, cache=True)
+        # decoded at the input size when that is larger (--img-size 384 must not see 224 px images upsampled)
+        data = ImageFolderDataset(data_path(*self.folder.split("/"), split), img_size=max(self.native_size, img_size),
+                                  cache=True)
         labels = data.targets.numpy()
         keep = _limit_classes(labels, limit)
         assert data.images is not None
