@@ -163,22 +163,28 @@ def test_cuda_step_with_autocast(name: str) -> None:
 
 
 def test_probe_runs_on_one_thread_and_restores_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn's solver runs under a BLAS limit of one thread and torch at one thread; both restored."""
+    from sklearn.linear_model import LogisticRegression as Sk
+    from threadpoolctl import threadpool_info
+
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 16)).astype(np.float32), rng.integers(0, 2, 60)
     before = torch.get_num_threads()
-    seen: list[int] = []
-    real = torch.optim.LBFGS.step
+    blas_before = [p["num_threads"] for p in threadpool_info()]
+    seen: list[tuple[int, set[int]]] = []
+    real = Sk.fit
 
-    def spy(self: torch.optim.LBFGS, closure: object) -> object:
-        seen.append(torch.get_num_threads())
-        return real(self, closure)  # type: ignore[arg-type]
+    def spy(self: Sk, *args: object, **kwargs: object) -> object:
+        seen.append((torch.get_num_threads(), {p["num_threads"] for p in threadpool_info()}))
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.LBFGS, "step", spy)
+    monkeypatch.setattr(Sk, "fit", spy)
     one = LogisticRegression(2, l2_grid=(0.1, 1.0)).fit(x, y)
-    assert set(seen) == {1} and torch.get_num_threads() == before
+    assert seen and all(t == 1 and blas <= {1} for t, blas in seen)
+    assert torch.get_num_threads() == before and [p["num_threads"] for p in threadpool_info()] == blas_before
     seen.clear()
     other = LogisticRegression(2, l2_grid=(0.1, 1.0), threads=None).fit(x, y)
-    assert set(seen) == {before}
+    assert seen and all(t == before for t, _ in seen)
     assert np.allclose(one.predict_proba(x), other.predict_proba(x), atol=1e-6)
 
 
