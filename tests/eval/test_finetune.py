@@ -122,6 +122,17 @@ def test_multilabel_csv_run(tmp_path: Path) -> None:
     assert rec["data"]["kind"] == "multilabel" and len(rec["decision"]["thresholds"]) == 2
     model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
     assert model.pretrained_cfg.decision["activation"] == "sigmoid" and model.pretrained_cfg.label_names == ("a", "b")
+    # zoo predict applies the same rule: a sigmoid per label, each label's own threshold
+    from zoo.eval.predict import predict_images
+
+    rows = predict_images(model, [tmp_path / f"{i}.png" for i in range(12)], tmp_path / "p.csv")
+    cuts = rec["decision"]["thresholds"]
+    with torch.no_grad():
+        x = torch.stack([zoo.create_transform(model)(Image.open(tmp_path / f"{i}.png")) for i in range(12)])
+        prob = torch.sigmoid(model.eval()(x))
+    for row, p in zip(rows, prob.tolist(), strict=True):
+        assert abs(row["a"] - p[0]) < 1e-5 and abs(row["b"] - p[1]) < 1e-5
+        assert row["prediction"] == ";".join(n for n, v, t in zip("ab", p, cuts, strict=True) if v >= t)
 
 
 def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
@@ -257,3 +268,79 @@ def test_label_fraction_keeps_every_class_and_the_validation_set() -> None:
                               torch.zeros(5, 3, 4, 4, dtype=torch.uint8), np.array([0, 1, 0, 1, 0]))
     sub = data.label_fraction(0.1, seed=1)
     assert sorted(sub.train_y.tolist()) == [0, 0, 1] and len(sub.val_x) == 5
+
+
+# --- precision ---------------------------------------------------------------------------------------------
+def nifti_csv(root: Path, n: int = 8) -> Path:
+    """``n`` small CT volumes (LPS, anisotropic voxels) in two classes that differ by 400 HU, and their labels CSV."""
+    rng = np.random.default_rng(3)
+    aff = np.diag([-1.5, -1.5, 3.0, 1.0])
+    rows = []
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        vol = (rng.normal(-300, 300, (20, 18, 12)) + (400 if i % 2 else 0)).astype(np.int16)
+        nib.save(nib.Nifti1Image(vol, aff), str(root / f"ct{i}.nii.gz"))
+        rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
+    (root / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def tiny_3d(register_weights: Callable[..., Path]) -> str:
+    """A registered width-4 3D U-Net encoder (16^3 input, 2 mm voxels): fast enough for quick tests."""
+    torch.manual_seed(0)
+    register_weights("unet3d.tiny", zoo.create_model("unet3d", width=4).state_dict(), arch_kwargs={"width": 4},
+                     input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
+    return "unet3d.tiny"
+
+
+def test_bf16_run_trains_records_bf16_and_resumes_in_bf16(tmp_path: Path,
+                                                          register_weights: Callable[..., Path]) -> None:
+    name, data = tiny_3d(register_weights), nifti_csv(tmp_path / "ct")
+
+    def config(**kw: Any) -> FinetuneConfig:
+        return FinetuneConfig(**{**dict(model=name, data=str(data), out=str(tmp_path / "run"), epochs=4,
+                                        batch_size=3, lr=0.01, patience=10, progress=False, val_fraction=0.25),
+                                 **kw})
+
+    first = run_finetune(config(stop_after=1, precision="bf16"))
+    assert not first.completed and first.record["precision"]["precision"] == "bf16"
+    with pytest.raises(FinetuneError, match=r"other settings \(precision: \['bf16'\]"):
+        run_finetune(config(resume=True))  # fp32 would change the run
+    rec = run_finetune(config(resume=True, precision="bf16")).record
+    assert rec["precision"] == {"precision": "bf16", "autocast_dtype": "torch.bfloat16", "grad_scaler": False,
+                                "device": "cpu", "validation": "fp32"}
+    assert rec["config"]["precision"] == "bf16" and "--precision bf16" in rec["command"]
+    assert rec["history"][0] == first.record["history"][0] and len(rec["history"]) == 4
+    losses = [h["train_loss"] for h in rec["history"]]
+    assert losses[-1] < losses[0], losses  # it trains
+    fp32 = run_finetune(config(out=str(tmp_path / "fp32"), stop_after=1)).record
+    assert fp32["history"][0]["train_loss"] != losses[0]  # autocast was on: bf16 rounds the forward
+
+
+def test_fp16_on_cpu_and_a_world_the_data_cannot_feed_name_the_fix(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.eval.finetune import ClassificationData, train_classifier, train_segmentation
+    from zoo.eval.harness import resolve_source
+    from zoo.train.distributed import Dist
+
+    with pytest.raises(FinetuneError, match="fp16 needs a CUDA device.*use --precision bf16"):
+        _config(tmp_path, tmp_path / "run", precision="fp16").validate()
+    assert cli.main(["finetune", "resnet18", "--random-init", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                     "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--precision bf16" in err
+    # what torchrun's processes each check before any collective (so every process stops with the same line)
+    source = resolve_source("resnet18")
+    data = ClassificationData("classification", ("a", "b"), torch.zeros(6, 3, 8, 8, dtype=torch.uint8),
+                              np.array([0, 1] * 3), torch.zeros(2, 3, 8, 8, dtype=torch.uint8), np.array([0, 1]))
+    cfg = _config(tmp_path, tmp_path / "run", batch_size=8)
+    with pytest.raises(FinetuneError, match="torchrun started 4 processes but there are 6 training samples.*"
+                                            "--nproc-per-node 3 or fewer"):
+        train_classifier(source, "random_init", data, None, cfg, parallel=Dist(rank=0, world=4))
+    with pytest.raises(FinetuneError, match="--batch-size 2 is the global batch, split across the 2 processes.*"
+                                            "use --batch-size 4 or more"):
+        train_classifier(source, "random_init", data, None, _config(tmp_path, tmp_path / "r", batch_size=2),
+                         parallel=Dist(rank=1, world=2))
+    pairs = type("Pairs", (), {"spatial_dims": 2, "__len__": lambda self: 2})()
+    with pytest.raises(FinetuneError, match="torchrun started 3 processes but there are 2 training samples"):
+        train_segmentation(source, "random_init", pairs, pairs, cfg, parallel=Dist(rank=0, world=3))

@@ -13,8 +13,19 @@ from PIL import Image
 from torch import nn
 
 import zoo
+from tests.eval.test_finetune import nifti_csv, tiny_3d
 from zoo.cli import main
-from zoo.eval.predict import PredictError, gaussian_importance, predict_images, predict_volume, sliding_window
+from zoo.data.userdata import open_user_data
+from zoo.eval.finetune import classifier_preprocess, hu_window, prepare_classification
+from zoo.eval.harness import resolve_source
+from zoo.eval.predict import (
+    PredictError,
+    gaussian_importance,
+    predict,
+    predict_images,
+    predict_volume,
+    sliding_window,
+)
 
 LPS = np.diag([-1.5, -1.0, 3.0, 1.0])
 LPS[:3, 3] = [40.0, 30.0, -20.0]
@@ -188,3 +199,52 @@ def test_2d_segmentation_masks_keep_the_image_size(tmp_path: Path, capsys) -> No
         predict_images(model, [tmp_path / "imgs"], tmp_path / "masks")
     with pytest.raises(PredictError, match="does not exist"):
         predict_images(model, [tmp_path / "nothing"], tmp_path / "masks")
+
+
+# --- 3D classifiers --------------------------------------------------------------------------------
+def test_3d_classifier_rows_equal_the_model_on_finetunes_own_preprocessing(
+        tmp_path: Path, register_weights, capsys) -> None:
+    name, labels = tiny_3d(register_weights), nifti_csv(tmp_path / "ct", n=6)
+    zoo.finetune(name, labels, tmp_path / "run", epochs=1, batch_size=4, progress=False, val_fraction=0.34)
+    run = f"local-dir:{tmp_path / 'run'}"
+    assert main(["predict", run, str(tmp_path / "ct"), "-o", str(tmp_path / "p.csv"), "--show", "1"]) == 0
+    assert "6 volumes; probabilities written to" in capsys.readouterr().out
+    with open(tmp_path / "p.csv") as fh:
+        table = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+    # the reference: what `zoo finetune` fed the network, built from the STARTING checkpoint's config (so a
+    # spacing, HU window or cube lost on the way to the saved model would show here)
+    src = resolve_source(name).cfg
+    spec = open_user_data(labels)
+    x = prepare_classification(spec, spec, (16, 16, 16), src.voxel_spacing, hu_window(src)).train_x
+    model = zoo.create_model(run, pretrained=True).eval()
+    with torch.no_grad():
+        ref = torch.softmax(model(classifier_preprocess(src, (16, 16, 16))(x)), 1)
+    cut = model.pretrained_cfg.decision["threshold"]
+    assert sorted(table) == sorted(f.name for f in spec.files)
+    for f, p in zip(spec.files, ref.tolist(), strict=True):
+        row = table[f.name]
+        assert abs(float(row["no"]) - p[0]) < 1e-6 and abs(float(row["yes"]) - p[1]) < 1e-6
+        assert row["prediction"] == ("yes" if p[1] >= cut else "no")  # the checkpoint's threshold
+    rows = predict(run, [tmp_path / "ct" / "ct1.nii.gz"], tmp_path / "one.json", threshold=0.0)
+    assert rows[0]["prediction"] == "yes" and (tmp_path / "one.json").read_text().count("ct1.nii.gz") == 1
+
+
+def test_3d_classifier_bad_inputs_name_the_fix(tmp_path: Path, register_weights, capsys) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(tiny_3d(register_weights), pretrained=True, num_classes=2)
+    run = f"local-dir:{zoo.save_for_hf(model, tmp_path / 'run')}"
+    vol, _ = _sphere(tmp_path)
+    png = _images(tmp_path / "imgs", [(20, 20)])[0]
+    for argv, message in [
+        ([str(png)], "img0.png is not a NIfTI volume (.nii, .nii.gz) and "),
+        ([str(vol), "-o", str(tmp_path / "x.nii.gz")], "it writes a table, not a NIfTI; pass -o FILE.csv"),
+        ([str(vol), "--roi-size", "8", "8", "8"], "--roi-size and --output image do not apply; drop them"),
+    ]:
+        assert main(["predict", run, *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    with pytest.raises(PredictError, match="one prediction per volume, not per voxel: classify volumes with "
+                                           "classify_volumes"):
+        predict_volume(run, vol, tmp_path / "y.nii.gz")
+    with pytest.raises(PredictError, match="ball.nii.gz is a NIfTI volume but the model is a 2D model"):
+        predict_images(zoo.create_model("resnet18", num_classes=2), [vol], tmp_path / "z.csv")

@@ -20,22 +20,25 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..hub import IntegrityError
     from ..models.builder import CheckpointError
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        raise CliError("zoo finetune runs in one process (data sets of a few hundred scans fit one machine); "
-                       "run it without torchrun")
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for every process
     config = FinetuneConfig(
         model=args.name, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
         masks=args.masks, image_root=args.image_root, img_size=args.img_size, scale=args.scale, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, layer_decay=args.layer_decay,
         freeze_encoder=args.freeze_encoder, class_weights=not args.no_class_weights, patience=args.patience,
         pretrained=not args.random_init, checkpoint_path=args.checkpoint_path, seed=args.seed, resume=args.resume,
-        stop_after=args.stop_after, progress=not args.no_progress,
+        stop_after=args.stop_after, progress=not args.no_progress, precision=args.precision,
     )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"torchrun --nproc_per_node={world} -m zoo.cli " if world > 1 else "zoo "
     try:
-        result = run_finetune(config, invocation="zoo " + shlex.join(args.argv), save=save_for_hf)
+        result = run_finetune(config, invocation=launcher + shlex.join(args.argv), save=save_for_hf)
     except (FinetuneError, DatasetError, FileNotFoundError, IntegrityError, CheckpointError) as err:
+        if not main:  # every process meets the same bad input; one line is enough
+            raise SystemExit(2) from None
         raise CliError(str(err)) from err
+    if not main:
+        return 0
     rec = result.record
     if not result.completed:
         print(f"stopped after epoch {len(rec['history'])} of {config.epochs}; continue with the same command "
@@ -56,7 +59,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "volumes; several labels per row for multi-label), or images/ + masks/ folders (2D "
                     "segmentation, any image size). Writes --out: config.json + model.safetensors (load with "
                     "zoo.create_model('local-dir:OUT', pretrained=True), export with `zoo export local-dir:OUT`) "
-                    "and finetune.json (starting weights' sha256, command, validation metrics).")
+                    "and finetune.json (starting weights' sha256, command, validation metrics). Under torchrun "
+                    "(torchrun --nproc_per_node=N -m zoo.cli finetune ...) --batch-size is the global batch, "
+                    "split across the N processes (DDP on gloo); rank 0 validates and writes --out.")
     p.add_argument("name", help="arch.tag with weights (e.g. resnet18.swcl_fundus64), or arch with --random-init")
     p.add_argument("--data", required=True, help="class-folder directory, labels CSV, or directory with images/ + masks/")
     p.add_argument("--out", required=True, help="run directory to write (outside the repository)")
@@ -68,7 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="input size (default: the checkpoint's); segmentation: training crop (multiple of 32, default 128)")
     p.add_argument("--scale", type=float, default=1.0, help="segmentation: rescale whole images first (e.g. 0.5)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="samples per step (under torchrun: the global batch, split across the processes)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the head (AdamW, cosine)")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--layer-decay", type=float, default=1.0,
@@ -82,5 +88,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after epoch N (continue later with --resume)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="training autocast: fp32 (default) or bf16 (CPU); validation runs in fp32 "
+                        "(fp16 needs CUDA, which zoo finetune does not use)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)

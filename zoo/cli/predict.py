@@ -33,15 +33,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         results = predict(model, args.inputs, out, **kwargs)
     except (PredictError, DatasetError, ValueError) as err:
         raise CliError(str(err)) from None
-    if dims == 3:
-        for r in results:
-            print(f"{r['input']} -> {r['output']} ({r['windows']} windows of {r['roi_size']}, {r['wall_time_s']} s)")
-    elif results and "mask" in results[0]:
-        print(f"{len(results)} masks written to {out}")
-    else:
-        print(f"{len(results)} images; probabilities written to {out}")
+    if results and "prediction" in results[0]:  # a classifier (2D or 3D): one row per input
+        print(f"{len(results)} {'volumes' if dims == 3 else 'images'}; probabilities written to {out}")
         if args.show:
             print(json.dumps(results[: args.show], indent=1))
+    elif dims == 3:
+        for r in results:
+            print(f"{r['input']} -> {r['output']} ({r['windows']} windows of {r['roi_size']}, {r['wall_time_s']} s)")
+    else:
+        print(f"{len(results)} masks written to {out}")
     return 0
 
 
@@ -49,14 +49,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="run a model on images (2D) or whole NIfTI volumes (3D sliding window)",
         description="2D: images or folders -> class probabilities (CSV; JSON when OUT ends in .json) or masks "
-        "(PNG in the folder OUT). 3D: NIfTI volumes -> a NIfTI on each input's grid and affine: reoriented, "
-        "resampled to the checkpoint's spacing, HU-windowed, sliding-window inference over the whole volume, "
-        "then all of it undone.",
+        "(PNG in the folder OUT). 3D classifiers: NIfTI volumes -> one row per volume (CSV or JSON), each whole "
+        "volume preprocessed as zoo finetune trained on it. 3D segmentation / restoration: NIfTI volumes -> a "
+        "NIfTI on each input's grid and affine: reoriented, resampled to the checkpoint's spacing, HU-windowed, "
+        "sliding-window inference over the whole volume, then all of it undone.",
     )
     p.add_argument("name", help="the model: local-dir:RUN (from zoo finetune), hf-hub:org/name or arch.tag")
     p.add_argument("inputs", nargs="+", help="image files / folders (2D) or NIfTI volumes / folders (3D)")
-    p.add_argument("-o", "--out", help="2D: a CSV/JSON file (classifiers) or a folder (masks); 3D: a .nii.gz file "
-                   "for one volume, else a folder (default: ./zoo-predictions)")
+    p.add_argument("-o", "--out", help="classifiers (2D and 3D): a CSV/JSON file; 2D segmentation: a folder (masks); "
+                   "3D segmentation: a .nii.gz file for one volume, else a folder (default: ./zoo-predictions)")
     p.add_argument("--output", choices=("labels", "probabilities", "image"), default="labels",
                    help="labels (default), probabilities, or image (3D restoration models: back to HU)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25, as MONAI)")
@@ -67,5 +68,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="decision threshold of one-output models (default: the model's, "
                    "else 0.5)")
     p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--show", type=int, default=0, help="2D classifiers: print the first N rows")
+    p.add_argument("--show", type=int, default=0, help="classifiers: print the first N rows")
     p.set_defaults(func=_cmd_predict)

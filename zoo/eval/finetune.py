@@ -11,7 +11,16 @@ next one's) or a frozen encoder, class-weighted loss, light geometric augmentati
 checkpoint's modality, early stopping on the validation loss (``patience``), the best epoch kept.
 The binary decision threshold (and per-label thresholds for multi-label) is chosen on validation
 (Youden's J). A state file is written after every epoch; ``resume=True`` continues exactly where
-it stopped (same losses as an uninterrupted run).
+it stopped (same losses as an uninterrupted run). ``precision="bf16"`` runs the training forward and
+loss under CPU autocast (:mod:`zoo.train.precision`); validation stays fp32.
+
+Under ``torchrun`` (:mod:`zoo.train.distributed`: gloo, DDP) ``batch_size`` stays the *global*
+batch: every process draws the same seeded batch (the samples a one-process run draws, augmented
+the same way) and trains on its share (every W-th sample; disjoint, together the whole batch),
+the gradients are averaged by DDP with the loss scaled so that the step is the global batch's. Rank 0
+validates and broadcasts the result (so early stopping is decided once) and alone writes the run
+directory, the state file and the progress bar. What still differs from one process: BatchNorm
+sees each process's share only.
 
 The run directory holds what :func:`zoo.save_for_hf` writes (``config.json`` with the head's class
 names and decision rule, ``model.safetensors``, ``README.md``): ``zoo.create_model("local-dir:RUN",
@@ -51,6 +60,8 @@ from ..data.userdata import (
     open_user_data,
     train_val_split,
 )
+from ..train.distributed import Dist, all_mean, broadcast_from_main, setup_distributed
+from ..train.precision import PrecisionError, check_precision, make_precision
 from .harness import Preprocess, _predict_whole, build_classifier, build_segmentation_model, resolve_source
 from .metrics import macro_auc_ovr, roc_auc
 
@@ -60,6 +71,8 @@ __all__ = [
     "FinetuneResult",
     "ClassificationData",
     "prepare_classification",
+    "classifier_preprocess",
+    "hu_window",
     "train_classifier",
     "train_segmentation",
     "choose_threshold",
@@ -102,6 +115,7 @@ class FinetuneConfig:
     patience: int = 8
     pretrained: bool = True  # False: the same recipe from random init (the baseline)
     checkpoint_path: str | None = None
+    precision: str = "fp32"  # fp32 | bf16: autocast of the training forward + loss (CPU); validation in fp32
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None  # stop after this many epochs in all (continue later with resume)
@@ -121,6 +135,10 @@ class FinetuneConfig:
             raise FinetuneError("--lr and --scale must be > 0 and --weight-decay >= 0")
         if self.freeze_encoder and self.layer_decay != 1.0:
             raise FinetuneError("--freeze-encoder trains the head only; drop --layer-decay (or the freeze)")
+        try:
+            check_precision(self.precision, "cpu")
+        except PrecisionError as err:
+            raise FinetuneError(str(err)) from None
 
     def command(self) -> str:
         """The ``zoo finetune`` command that reproduces this run."""
@@ -192,6 +210,20 @@ def prepare_classification(train: UserData, val: UserData, size: tuple[int, ...]
     assert train.labels is not None and val.labels is not None
     return ClassificationData(train.kind, train.classes, _load_x(train, size, spacing, hu), train.labels,
                               _load_x(val, size, spacing, hu), val.labels)
+
+
+def hu_window(cfg: Any) -> tuple[float, float] | None:
+    """The HU window a 3D checkpoint's volumes are mapped to [0, 255] with (None: per-volume min-max)."""
+    it = cfg.intensity
+    return (it.hu_min, it.hu_max) if it.kind == "hu_window" else None
+
+
+def classifier_preprocess(cfg: Any, size: tuple[int, ...]) -> Preprocess:
+    """uint8 inputs at ``size`` -> the classifier's input batch (the checkpoint's intensity preset).
+
+    With :func:`hu_window` and :func:`~zoo.data.userdata.load_volumes` this is the whole path from a
+    NIfTI file to a 3D classifier's input; ``zoo predict`` uses the same functions (no second copy)."""
+    return Preprocess(resolve_data_config(cfg, input_size=(cfg.in_chans, *size)))
 
 
 # --- the model, optimiser, augmentation ----------------------------------------------------------------
@@ -301,11 +333,11 @@ def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise FinetuneError(f"{path} cannot be read ({err}); start again without --resume in a new --out") from err
-    diff = sorted(k for k in set(identity) | set(state["identity"])
-                  if identity.get(k) != state["identity"].get(k))
+    saved = {"precision": "fp32", **state["identity"]}  # runs from before --precision trained in fp32
+    diff = sorted(k for k in set(identity) | set(saved) if identity.get(k) != saved.get(k))
     if diff:
         raise FinetuneError(f"--resume: the run in {path.parent} was started with other settings ({', '.join(diff)}: "
-                            f"{[state['identity'].get(k) for k in diff]}); repeat its command with --resume, or "
+                            f"{[saved.get(k) for k in diff]}); repeat its command with --resume, or "
                             "use a new --out")
     return state
 
@@ -316,27 +348,61 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="epoch", dynamic_ncols=True, disable=not enabled)
 
 
+# --- processes (torchrun) --------------------------------------------------------------------------------
+def _check_world(d: Dist, n_train: int, batch: int, per_rank: int) -> None:
+    """Refuse a process count the data cannot feed: each process needs ``per_rank`` samples of every batch."""
+    if d.world == 1:
+        return
+    if n_train < d.world * per_rank:
+        raise FinetuneError(f"torchrun started {d.world} processes but there are {n_train} training samples "
+                            f"({per_rank} per process needed); use --nproc-per-node {max(1, n_train // per_rank)} "
+                            "or fewer, or run without torchrun")
+    if batch < d.world * per_rank:
+        raise FinetuneError(f"--batch-size {batch} is the global batch, split across the {d.world} processes "
+                            f"({per_rank} per process needed): use --batch-size {d.world * per_rank} or more, or "
+                            "fewer processes")
+
+
+def _share(d: Dist) -> slice:
+    """This process's share of a global batch: every ``world``-th sample from its rank on."""
+    return slice(d.rank, None, d.world)
+
+
+def _ddp(model: nn.Module, d: Dist) -> nn.Module:
+    """``model`` itself in one process; under torchrun its DDP wrapper (gradients averaged over the
+    processes; every forward starts from rank 0's BatchNorm statistics)."""
+    if d.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model)
+
+
 # --- the protocol ------------------------------------------------------------------------------------------
 def _opt_step(holder: dict[str, Any], loss: torch.Tensor) -> None:
     """One optimiser and schedule step on ``loss`` (the optimiser lives in ``holder``, built by _train_loop)."""
     opt, sched = holder["opt"], holder["sched"]
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    holder["amp"].backward_step(loss, opt)
     sched.step()
 
 
 def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch: int, config: FinetuneConfig,
                 seed: int, train_epoch: Any, validate: Any, state_path: Path | None, desc: str,
-                frozen: bool, holder: dict[str, Any]) -> dict[str, Any]:
+                frozen: bool, holder: dict[str, Any], d: Dist | None = None) -> dict[str, Any]:
     """Epochs with early stopping on the validation loss, a state file per epoch, exact resume.
 
-    ``train_epoch(generator)`` steps the optimiser and schedule it finds in ``holder``."""
+    ``train_epoch(generator)`` trains through ``holder["net"]`` (the model, or its DDP wrapper) under
+    ``holder["amp"].autocast()`` and steps the optimiser and schedule it finds in ``holder``; it returns
+    this process's share of the epoch's mean loss (averaged over the processes here). ``validate()``
+    runs on rank 0 only; its result is broadcast, so every process stops at the same epoch."""
+    d = d or Dist()
     opt, sched = _optimizer(groups, config.weight_decay, config.epochs * steps_per_epoch)
-    holder.update(opt=opt, sched=sched)
+    holder.update(opt=opt, sched=sched, amp=make_precision(config.precision, "cpu"), net=model)
     g = torch.Generator().manual_seed(seed)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
+    worlds: list[int] = []
     start = 0
     if state_path is not None and config.resume:
         if not state_path.is_file():
@@ -347,10 +413,19 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
         sched.load_state_dict(st["sched"])
         g.set_state(st["generator"])
         history, best, start = st["history"], st["best"], st["epoch"]
-        _logger.info("resuming %s at epoch %d", desc, start)
+        worlds = list(st.get("world_sizes", [1]))
+        if d.main:
+            _logger.info("resuming %s at epoch %d", desc, start)
+            if worlds[-1] != d.world:  # the global batch does not depend on the process count
+                _logger.info("the run was made with %d process(es), continued with %d: same global batches; "
+                             "BatchNorm sees each process's share", worlds[-1], d.world)
+        if not d.main:
+            best = {**best, "state": None}
+    worlds.append(d.world)
+    holder["net"] = _ddp(model, d)  # after loading: DDP starts every process from rank 0's weights
     stop_at = min(config.epochs, config.stop_after or config.epochs)
     bad = len(history) - best["epoch"] if history else 0
-    bar = _progress(config.epochs, start, desc, config.progress)
+    bar = _progress(config.epochs, start, desc, config.progress and d.main)
     epoch = start
     try:
         for epoch in range(start, stop_at):
@@ -360,39 +435,48 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
             if frozen:
                 model.eval()  # frozen encoder: its BatchNorm statistics stay
             loss = train_epoch(g)
-            val = validate()
+            if d.world > 1:
+                loss = float(all_mean(torch.tensor([loss], dtype=torch.float64), d))
+            val = broadcast_from_main(validate() if d.main else None, d)
             history.append({"epoch": epoch + 1, "train_loss": loss, **val})
             if val["val_loss"] < best["loss"]:
                 best = {"loss": val["val_loss"], "epoch": epoch + 1,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()} if d.main else None}
                 bad = 0
             else:
                 bad += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", val_loss=f"{val['val_loss']:.4f}")
-            _logger.info("%s epoch %d/%d: train loss %.4f, %s", desc, epoch + 1, config.epochs, loss,
-                         ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
-            if state_path is not None:
+            if d.main:
+                _logger.info("%s epoch %d/%d: train loss %.4f, %s", desc, epoch + 1, config.epochs, loss,
+                             ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
+            if state_path is not None and d.main:
                 _save_state(state_path, {"identity": config.identity(), "model": model.state_dict(),
                                          "opt": opt.state_dict(), "sched": sched.state_dict(),
                                          "generator": g.get_state(), "history": history, "best": best,
-                                         "epoch": epoch + 1})
+                                         "epoch": epoch + 1, "world_sizes": worlds})
     finally:
         bar.close()
     done = len(history)
     early = bad >= config.patience and done < config.epochs
     completed = early or done >= config.epochs
     return {"history": history, "best_epoch": best["epoch"], "best_state": best["state"],
-            "completed": completed, "stopped_early": early}
+            "completed": completed, "stopped_early": early, "world_sizes": worlds}
 
 
 def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Preprocess, config: FinetuneConfig,
-                     seed: int = 0, state_path: Path | None = None, modality: str = "") -> dict[str, Any]:
+                     seed: int = 0, state_path: Path | None = None, modality: str = "",
+                     parallel: Dist | None = None) -> dict[str, Any]:
     """Fine-tune a classifier of ``source`` (arm ``pretrained`` or ``random_init``) on ``data``.
 
     Returns the per-epoch history, the best epoch, the model at that epoch (``model``), its
     validation metrics and decision rule; ``completed`` is False when ``stop_after`` cut the run.
+    ``parallel``: the torchrun process group (default: one process); only rank 0 gets the metrics.
     """
+    d = parallel or Dist()
+    n = len(data.train_x)
+    bs = min(config.batch_size, n)
+    _check_world(d, n, bs, per_rank=2)  # BatchNorm needs two samples per process
     n_out = len(data.classes)
     model = build_classifier(source, arm, num_classes=n_out, seed=seed)
     fmt = torch.channels_last if model.spatial_dims == 2 else torch.channels_last_3d
@@ -406,6 +490,10 @@ def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Prep
 
         def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pos_weight)
+
+        def share_loss(logits: torch.Tensor, y: torch.Tensor, y_all: torch.Tensor) -> torch.Tensor:
+            total = F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pos_weight, reduction="sum")
+            return total / y_all.numel()
     else:
         counts = torch.bincount(y_train, minlength=n_out).float()
         weight = (len(y_train) / (n_out * counts.clamp_min(1))) if config.class_weights else None
@@ -413,19 +501,30 @@ def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Prep
         def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(logits, y, weight=weight)
 
-    n = len(data.train_x)
-    bs = min(config.batch_size, n)
+        def share_loss(logits: torch.Tensor, y: torch.Tensor, y_all: torch.Tensor) -> torch.Tensor:
+            total = F.cross_entropy(logits, y, weight=weight, reduction="sum")
+            return total / (weight[y_all].sum() if weight is not None else len(y_all))
+
     steps = math.ceil(n / bs)
+    mine = _share(d)
 
     def train_epoch(g: torch.Generator) -> float:
+        net, amp = holder["net"], holder["amp"]
         perm = torch.randperm(n, generator=g)
         total, count = 0.0, 0
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
-            if len(idx) < 2:  # BatchNorm needs two samples
+            if len(idx) < 2 * d.world:  # BatchNorm needs two samples (in each process)
                 continue
+            # every process augments the whole global batch (the same draws as one process), then takes its share
             x = prep.normalise(_augment(prep.unit(data.train_x[idx]), modality, g))
-            loss = loss_fn(model(x), y_train[idx])
+            y = y_train[idx]
+            with amp.autocast():
+                if d.world == 1:
+                    loss = loss_fn(net(x).float(), y)
+                else:  # this share's part of the global batch's loss, x world: DDP's mean of the gradients is the
+                    # gradient of the global batch's (weighted) mean loss
+                    loss = share_loss(net(x[mine]).float(), y[mine], y) * d.world
             _opt_step(holder, loss)
             total, count = total + loss.item() * len(idx), count + len(idx)
         return total / max(count, 1)
@@ -440,7 +539,9 @@ def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Prep
     holder: dict[str, Any] = {}
 
     run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
-                              f"{arm} seed {seed}", config.freeze_encoder, holder)
+                      f"{arm} seed {seed}", config.freeze_encoder, holder, d)
+    if not d.main:
+        return {**run, "model": model, "val_metrics": None, "decision": None, "n_train": n, "n_val": len(data.val_x)}
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
     logits = _forward(model, data.val_x, prep, config.batch_size)
@@ -458,13 +559,17 @@ def _dice(prob: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float
 
 
 def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
-                       seed: int = 0, state_path: Path | None = None, test: UserData | None = None) -> dict[str, Any]:
+                       seed: int = 0, state_path: Path | None = None, test: UserData | None = None,
+                       parallel: Dist | None = None) -> dict[str, Any]:
     """Fine-tune a 2D U-Net (:func:`~zoo.eval.harness.build_segmentation_model`) on image/mask pairs of
     any size: random ``img_size`` crops (images smaller than the crop are padded), whole-image
     inference (padded to a multiple of 32) on validation; Dice at 0.5, pooled over validation pixels.
-    ``test`` (optional): pairs scored the same way with the kept model (``test_metrics``), used for nothing else."""
+    ``test`` (optional): pairs scored the same way with the kept model (``test_metrics``), used for nothing else.
+    ``parallel``: the torchrun process group (default: one process); only rank 0 gets the metrics."""
     if train.spatial_dims == 3:
-        return train_segmentation_3d(source, arm, train, val, config, seed, state_path, test)
+        return train_segmentation_3d(source, arm, train, val, config, seed, state_path, test, parallel=parallel)
+    d = parallel or Dist()
+    _check_world(d, len(train), config.batch_size, per_rank=1)
     s = config.img_size or 128
     if s % 32:
         raise FinetuneError(f"segmentation crops must be a multiple of 32 px (U-Net), got --img-size {s}")
@@ -503,14 +608,20 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
 
     holder: dict[str, Any] = {}
 
+    mine = _share(d)
+
     def train_epoch(g: torch.Generator) -> float:
+        net, amp = holder["net"], holder["amp"]
         total = 0.0
         for _ in range(steps):
-            xb, yb = crop(g)
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-            p = torch.sigmoid(logits)
-            loss = F.binary_cross_entropy_with_logits(logits, yb) + \
-                1.0 - (2.0 * (p * yb).sum() + 1.0) / (p.sum() + yb.sum() + 1.0)
+            xb, yb = crop(g)  # the global batch (the same crops as one process); this process trains on its share
+            if d.world > 1:
+                xb, yb = xb[mine], yb[mine]
+            with amp.autocast():
+                logits = net(xb.contiguous(memory_format=torch.channels_last)).float()
+                p = torch.sigmoid(logits)
+                loss = F.binary_cross_entropy_with_logits(logits, yb) + \
+                    1.0 - (2.0 * (p * yb).sum() + 1.0) / (p.sum() + yb.sum() + 1.0)
             _opt_step(holder, loss)
             total += loss.item()
         return total / steps
@@ -535,7 +646,10 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
         return {"val_loss": float(bce + 1.0 - dice), "val_dice": dice}
 
     run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
-                              f"{arm} seed {seed}", False, holder)
+                      f"{arm} seed {seed}", False, holder, d)
+    if not d.main:
+        return {**run, "model": model, "val_metrics": None, "decision": None, "n_train": len(tx), "n_val": len(vx),
+                "prep": prep}
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
     metrics = scores(predict(), vy)
@@ -593,15 +707,18 @@ def _tiles(shape: tuple[int, ...], cube: tuple[int, ...]) -> list[tuple[slice, .
 
 def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData, config: FinetuneConfig,
                           seed: int = 0, state_path: Path | None = None,
-                          test: UserData | None = None) -> dict[str, Any]:
+                          test: UserData | None = None, parallel: Dist | None = None) -> dict[str, Any]:
     """Fine-tune a 3D U-Net on NIfTI image / label-map pairs (labels 0..K-1, 0 = background).
 
     Volumes are reoriented to RAS, resampled to the checkpoint's spacing and HU-windowed; training
     uses random cubes of the checkpoint's input size (``img_size``: a cube edge); validation covers
     each whole volume with non-overlapping cubes (zero-padded at the far edges). Cross-entropy +
-    soft Dice; mean foreground Dice on validation (and on ``test``, if given, with the kept model)."""
+    soft Dice; mean foreground Dice on validation (and on ``test``, if given, with the kept model).
+    ``parallel``: the torchrun process group (default: one process); only rank 0 gets the metrics."""
     from ..data.userdata import load_volume_pairs
 
+    d = parallel or Dist()
+    _check_world(d, len(train), config.batch_size, per_rank=1)
     cfg = source.cfg
     cube = (config.img_size,) * 3 if config.img_size else tuple(cfg.input_size[1:])
     if any(c % 8 for c in cube):
@@ -634,17 +751,22 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
         return F.cross_entropy(logits, y) + 1.0 - ((2 * inter + 1) / (denom + 1)).mean()
 
     def train_epoch(g: torch.Generator) -> float:
+        net, amp = holder["net"], holder["amp"]
         total = 0.0
         for _ in range(steps):
             xb, yb = [], []
-            for i in torch.randint(len(tv), (config.batch_size,), generator=g).tolist():
+            # every process draws the global batch's cubes (the same as one process) and cuts out its share
+            for j, i in enumerate(torch.randint(len(tv), (config.batch_size,), generator=g).tolist()):
                 v, lab = padded(tv[i]), padded(tl[i])
                 o = [int(torch.randint(n - c + 1, (1,), generator=g)) for n, c in zip(v.shape, cube, strict=True)]
+                if j % d.world != d.rank:
+                    continue
                 sl = tuple(slice(a, a + c) for a, c in zip(o, cube, strict=True))
                 xb.append(v[sl].float()[None] / 255.0)
                 yb.append(lab[sl])
             x, y = torch.stack(xb), torch.stack(yb)
-            loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last_3d)), y)
+            with amp.autocast():
+                loss = loss_fn(net(x.contiguous(memory_format=torch.channels_last_3d)).float(), y)
             _opt_step(holder, loss)
             total += loss.item()
         return total / steps
@@ -685,7 +807,10 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
         return {"val_loss": loss, "val_dice": float(np.mean(present)) if present else 0.0}
 
     run = _train_loop(model, groups, steps, config, seed, train_epoch, validate, state_path,
-                      f"{arm} seed {seed}", False, holder)
+                      f"{arm} seed {seed}", False, holder, d)
+    if not d.main:
+        return {**run, "model": model, "val_metrics": None, "decision": None, "n_train": len(tv), "n_val": len(vv),
+                "num_classes": k, "cube": cube}
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
     loss, per_class = evaluate()
@@ -730,11 +855,24 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
     """Read the data, fine-tune, write the model directory and its record (see the module docstring).
 
     ``save(model, directory, metrics=...)`` writes the model folder: :func:`zoo.save_for_hf` (passed in,
-    as the export layer sits above this one; :func:`zoo.finetune` and ``zoo finetune`` pass it)."""
+    as the export layer sits above this one; :func:`zoo.finetune` and ``zoo finetune`` pass it).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls it: DDP on gloo (CPU), rank 0 writes
+    ``out``; every process returns the same :class:`FinetuneResult`."""
     start, cpu_start = time.perf_counter(), time.process_time()
     if not callable(save):
         raise TypeError("run_finetune needs save=zoo.save_for_hf (or another writer of the model folder)")
     config.validate()
+    d = setup_distributed("cpu")
+    try:
+        return _run_finetune(config, invocation, save, d, start, cpu_start)
+    finally:
+        if d.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable[..., Any], d: Dist,
+                  start: float, cpu_start: float) -> FinetuneResult:
     out = Path(config.out).expanduser()
     _check_out(out, config.resume)
     source = resolve_source(config.model, config.checkpoint_path)
@@ -761,23 +899,29 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
     if len(train) < min_train or len(val) < 1:
         raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least "
                            f"{min_train} and 1 are needed. Add data or change --val-fraction.")
-    _logger.info("train: %s", train.describe())
-    _logger.info("val:   %s", val.describe())
-    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        _logger.info("train: %s", train.describe())
+        _logger.info("val:   %s", val.describe())
+        out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_NAME
     if data.kind == "segmentation":
-        result = train_segmentation(source, arm, train, val, config, config.seed, state_path)
+        result = train_segmentation(source, arm, train, val, config, config.seed, state_path, parallel=d)
         size: tuple[int, ...] = result["cube"] if data.spatial_dims == 3 else (config.img_size or 128,) * 2
+        global_batch = config.batch_size
     else:
         size = (config.img_size,) * cfg.spatial_dims if config.img_size else tuple(cfg.input_size[1:])
-        prep = Preprocess(resolve_data_config(cfg, input_size=(cfg.in_chans, *size)))
-        hu = (cfg.intensity.hu_min, cfg.intensity.hu_max) if cfg.intensity.kind == "hu_window" else None
-        cdata = prepare_classification(train, val, size, cfg.voxel_spacing, hu)
-        result = train_classifier(source, arm, cdata, prep, config, config.seed, state_path, cfg.modality)
+        prep = classifier_preprocess(cfg, size)
+        cdata = prepare_classification(train, val, size, cfg.voxel_spacing, hu_window(cfg))
+        result = train_classifier(source, arm, cdata, prep, config, config.seed, state_path, cfg.modality,
+                                  parallel=d)
+        global_batch = min(config.batch_size, len(train))
+    command = config.command()
+    if d.world > 1:
+        command = f"torchrun --nproc_per_node={d.world} -m zoo.cli " + command.removeprefix("zoo ")
     record: dict[str, Any] = {
         "format": "zoo-finetune/1",
         "zoo_version": __version__,
-        "command": config.command(),
+        "command": command,
         "invocation": invocation,
         "config": dataclasses.asdict(config),
         "start": {"name": config.model, "arm": arm,
@@ -793,15 +937,24 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
         "completed": result["completed"],
         "stopped_early": result["stopped_early"],
         "best_epoch": result["best_epoch"],
+        "precision": {**make_precision(config.precision, "cpu").record(), "validation": "fp32"},
+        "processes": {"world_size": d.world, "backend": "gloo" if d.world > 1 else None,
+                      "batch": "global: --batch-size samples per step, split across the processes",
+                      "global_batch": global_batch,
+                      "per_process_batch": [len(range(r, global_batch, d.world)) for r in range(d.world)],
+                      "world_sizes": result["world_sizes"]},
         "torch_version": torch.__version__,
         "num_threads": torch.get_num_threads(),
         "cpu": _cpu_model(),
     }
+    if not d.main:  # rank 0 writes the run directory; every process returns its record
+        record = broadcast_from_main(None, d)
+        return FinetuneResult(out, record, completed=record["completed"])
     if not result["completed"]:
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
         record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)
         atomic_write_json(out / RECORD_NAME, record)
-        return FinetuneResult(out, record, completed=False)
+        return FinetuneResult(out, broadcast_from_main(record, d), completed=False)
     model = result["model"]
     metrics = result["val_metrics"]
     record["val_metrics"] = metrics
@@ -826,4 +979,4 @@ def run_finetune(config: FinetuneConfig, invocation: str | None = None, *,
     record["cpu_time_s"] = round(time.process_time() - cpu_start, 3)  # all threads of this process
     record["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     atomic_write_json(out / RECORD_NAME, record)
-    return FinetuneResult(out, record, completed=True)
+    return FinetuneResult(out, broadcast_from_main(record, d), completed=True)

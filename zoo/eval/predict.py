@@ -3,7 +3,13 @@
 2D: images (files or folders) -> class probabilities (CSV or JSON) for a classifier, or masks (PNG, on the
 image's own pixel grid) for a segmentation model, tiled at the checkpoint's input size.
 
-3D: a NIfTI volume -> read with its affine, reoriented to RAS, resampled to the checkpoint's voxel spacing
+3D classifiers (one prediction per volume, e.g. fine-tuned by ``zoo finetune`` on NIfTI + CSV): each whole
+volume is preprocessed exactly as ``zoo finetune`` trained on it (the same functions: reoriented to RAS,
+resampled to the checkpoint's spacing, HU-windowed, resized whole to the checkpoint's cube) -> one row per
+volume (CSV or JSON), as for 2D classifiers. Both kinds of classifier apply the checkpoint's decision rule
+(``pretrained_cfg.decision``: sigmoid + per-label thresholds for multi-label, the binary threshold).
+
+3D dense models: a NIfTI volume -> read with its affine, reoriented to RAS, resampled to the checkpoint's voxel spacing
 and HU-windowed (:class:`zoo.data.transforms.VolumeTransform`), then a sliding window over the whole
 volume (overlap, Gaussian importance blending, windows batched; the output is accumulated on the resampled
 grid, windows are never all held at once), then everything undone: resampled back onto the input's grid,
@@ -44,6 +50,7 @@ __all__ = [
     "predict",
     "predict_images",
     "predict_volume",
+    "classify_volumes",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -191,8 +198,62 @@ def _class_names(cfg: Any, k: int) -> list[str]:
 def _threshold(cfg: Any, threshold: float | None) -> float:
     if threshold is not None:
         return float(threshold)
-    value = _cfg_field(cfg, "threshold", "decision_threshold")
+    value = (getattr(cfg, "decision", None) or {}).get("threshold")
+    if not isinstance(value, (int, float)):
+        value = _cfg_field(cfg, "threshold", "decision_threshold")
     return float(value) if isinstance(value, (int, float)) else 0.5
+
+
+def _multi_label(cfg: Any) -> bool:
+    """Independent sigmoid outputs: a ``zoo finetune`` multi-label head (decision ``sigmoid`` with one
+    threshold per label), or a config that says ``multi_label``."""
+    decision = getattr(cfg, "decision", None) or {}
+    return bool(_cfg_field(cfg, "multi_label")) or (decision.get("activation") == "sigmoid" and "thresholds" in decision)
+
+
+def _cuts(cfg: Any, k: int, threshold: float | None) -> list[float]:
+    """One decision threshold per output: ``threshold`` if given, else the checkpoint's (per label for
+    multi-label heads), else 0.5."""
+    per_label = (getattr(cfg, "decision", None) or {}).get("thresholds")
+    if threshold is None and isinstance(per_label, (list, tuple)) and len(per_label) == k:
+        return [float(t) for t in per_label]
+    return [_threshold(cfg, threshold)] * k
+
+
+def _class_rows(files: Sequence[Path], prob: torch.Tensor, cfg: Any, multi_label: bool,
+                threshold: float | None) -> list[dict[str, Any]]:
+    """One row per input: path, a probability per class, the prediction under the checkpoint's decision rule."""
+    if prob.shape[1] == 1:  # one logit: the probability of the positive class
+        prob = torch.cat([1 - prob, prob], dim=1)
+    names = _class_names(cfg, prob.shape[1])
+    cuts = _cuts(cfg, len(names), threshold)
+    rows = []
+    for f, p in zip(files, prob.tolist(), strict=True):
+        row: dict[str, Any] = {"path": str(f), **{n: round(v, 6) for n, v in zip(names, p, strict=True)}}
+        if multi_label:
+            row["prediction"] = ";".join(n for n, v, t in zip(names, p, cuts, strict=True) if v >= t)
+        elif len(names) == 2:
+            row["prediction"] = names[int(p[1] >= cuts[1])]
+        else:
+            row["prediction"] = names[int(np.argmax(p))]
+        rows.append(row)
+    return rows
+
+
+def _write_rows(out: Path, rows: list[dict[str, Any]]) -> None:
+    """JSON when ``out`` ends in ``.json``, CSV otherwise (written atomically)."""
+    if out.suffix.lower() == ".json":
+        atomic_write_json(out, rows)
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
 
 
 # --- 2D --------------------------------------------------------------------------------------------
@@ -202,6 +263,9 @@ def _image_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
+        if p.name.endswith((".nii", ".nii.gz")):
+            raise PredictError(f"{p} is a NIfTI volume but the model is a 2D model; pass images (PNG, JPEG, ...), "
+                               "or a 3D model for volumes")
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
@@ -262,40 +326,16 @@ def predict_images(
     if cfg.spatial_dims != 2:
         raise PredictError(f"{cfg.name} is a 3D model; pass a NIfTI volume (predict_volume)")
     files = _image_files(inputs)
-    multi_label = bool(_cfg_field(cfg, "multi_label"))
+    multi_label = _multi_label(cfg)
     out = Path(out)
     if not _is_dense(model, cfg):
         transform = create_transform(model)
         rows: list[dict[str, Any]] = []
-        names: list[str] = []
-        cut = _threshold(cfg, threshold)
         with torch.no_grad():
             for chunk in _batches(files, batch_size):
                 x = torch.stack([transform(_open_image(f)) for f in chunk])
-                prob = _activate(model(x), model, multi_label)
-                if prob.shape[1] == 1:  # one logit: the probability of the positive class
-                    prob = torch.cat([1 - prob, prob], dim=1)
-                names = names or _class_names(cfg, prob.shape[1])
-                for f, p in zip(chunk, prob.tolist(), strict=True):
-                    row: dict[str, Any] = {"path": str(f), **{n: round(v, 6) for n, v in zip(names, p, strict=True)}}
-                    if multi_label:
-                        row["prediction"] = ";".join(n for n, v in zip(names, p, strict=True) if v >= cut)
-                    elif len(names) == 2:
-                        row["prediction"] = names[int(p[1] >= cut)]
-                    else:
-                        row["prediction"] = names[int(np.argmax(p))]
-                    rows.append(row)
-        if out.suffix.lower() == ".json":
-            atomic_write_json(out, rows)
-        else:
-            def write(tmp: Path) -> None:
-                with open(tmp, "w", newline="") as fh:
-                    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                    w.writeheader()
-                    w.writerows(rows)
-
-            out.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(out, write)
+                rows += _class_rows(chunk, _activate(model(x), model, multi_label), cfg, multi_label, threshold)
+        _write_rows(out, rows)
         _logger.info("%d images -> %s", len(rows), out)
         return rows
     from PIL import Image
@@ -375,8 +415,9 @@ def predict_volume(
     if cfg.spatial_dims != 3:
         raise PredictError(f"{cfg.name} is a 2D model; pass images (predict_images)")
     if not _is_dense(model, cfg):
-        raise PredictError(f"{cfg.name} outputs one prediction per input, not per voxel: whole-volume inference needs "
-                           "a segmentation model (e.g. unet3d_small_seg fine-tuned with `zoo finetune`)")
+        raise PredictError(f"{cfg.name} outputs one prediction per volume, not per voxel: classify volumes with "
+                           "classify_volumes (or predict / `zoo predict MODEL VOLUMES -o predictions.csv`); "
+                           "predict_volume writes a NIfTI per volume for segmentation and restoration models")
     if output == "image" and cfg.intensity.kind != "hu_window":
         raise PredictError(f"output='image' maps the model's [0, 1] output back through its HU window, but {cfg.name} "
                            f"has no HU window ({cfg.intensity.describe()})")
@@ -399,7 +440,7 @@ def predict_volume(
     def back(t: torch.Tensor, how: str = "trilinear") -> torch.Tensor:  # resampled grid -> input's RAS grid
         return resample(t, grid_spacing, native_spacing, mode=how, shape=ras_shape)
 
-    multi_label = bool(_cfg_field(cfg, "multi_label"))
+    multi_label = _multi_label(cfg)
     if output == "image":
         it = cfg.intensity
         unit = logits[0] if getattr(model, "out_act", None) == "sigmoid" else torch.sigmoid(logits[0])
@@ -448,17 +489,71 @@ def predict_volume(
     return summary
 
 
+def classify_volumes(
+    model: nn.Module | str,
+    volumes: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    batch_size: int = 4,
+    threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """3D classification: one row per NIfTI volume (path, a probability per class, the prediction).
+
+    Each whole volume gets exactly the preprocessing ``zoo finetune`` trained the classifier on, through the
+    same functions (:func:`zoo.data.userdata.load_volumes` with the checkpoint's voxel spacing and
+    :func:`zoo.eval.finetune.hu_window`, then :func:`zoo.eval.finetune.classifier_preprocess`): reoriented to
+    RAS, resampled, HU-windowed and resized whole (nothing cropped) to the checkpoint's cube. The decision
+    rule is the checkpoint's (binary threshold, or sigmoid + per-label thresholds for multi-label;
+    ``threshold`` overrides it). Rows go to ``out``: JSON when it ends in ``.json``, CSV otherwise; a folder
+    gets ``predictions.csv``."""
+    from ..data.userdata import load_volumes
+    from .finetune import classifier_preprocess, hu_window
+
+    model = load_predictor(model)
+    cfg = model.pretrained_cfg
+    if cfg.spatial_dims != 3:
+        raise PredictError(f"{cfg.name} is a 2D model; pass images (predict_images)")
+    if _is_dense(model, cfg):
+        raise PredictError(f"{cfg.name} predicts per voxel: use predict_volume (a NIfTI out per volume)")
+    files = [Path(v) for v in volumes]
+    if not files:
+        raise PredictError("no input volumes given")
+    for f in files:
+        if not f.name.endswith((".nii", ".nii.gz")):
+            raise PredictError(f"{f} is not a NIfTI volume (.nii, .nii.gz) and {cfg.name} is a 3D model; pass NIfTI "
+                               "volumes, or a 2D model for images")
+    out = Path(out)
+    if out.name.endswith((".nii", ".nii.gz")):
+        raise PredictError(f"{cfg.name} classifies whole volumes: it writes a table, not a NIfTI; pass -o FILE.csv "
+                           "(or .json)")
+    if out.is_dir():
+        out = out / "predictions.csv"
+    size = tuple(int(n) for n in cfg.input_size[1:])
+    prep = classifier_preprocess(cfg, size)
+    multi_label = _multi_label(cfg)
+    rows: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for chunk in _batches(files, batch_size):
+            x = prep(load_volumes(chunk, size, cfg.voxel_spacing, hu_window(cfg)))
+            rows += _class_rows(chunk, _activate(model(x).float(), model, multi_label), cfg, multi_label, threshold)
+    _write_rows(out, rows)
+    _logger.info("%d volumes -> %s", len(rows), out)
+    return rows
+
+
 def predict(
     model: nn.Module | str,
     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     **kwargs: Any,
 ) -> Any:
-    """:func:`predict_images` for a 2D model, :func:`predict_volume` for a 3D one (each volume in turn; with
-    several volumes ``out`` is a folder and each result is ``out/<name>_pred.nii.gz``)."""
+    """:func:`predict_images` for a 2D model, :func:`classify_volumes` for a 3D classifier (one table row per
+    volume), :func:`predict_volume` for a 3D dense model (each volume in turn; with several volumes ``out`` is a
+    folder and each result is ``out/<name>_pred.nii.gz``)."""
     model = load_predictor(model)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if model.pretrained_cfg.spatial_dims == 2:
+    cfg = model.pretrained_cfg
+    if cfg.spatial_dims == 2:
         return predict_images(model, items, out, **kwargs)
     from ..data.ct import find_volumes
 
@@ -468,6 +563,16 @@ def predict(
             volumes += find_volumes(item)
         except Exception as err:
             raise PredictError(f"{err} Pass NIfTI volumes (.nii or .nii.gz) or folders of them.") from err
+    for v in volumes:
+        if not v.name.endswith((".nii", ".nii.gz")):
+            raise PredictError(f"{v} is not a NIfTI volume (.nii, .nii.gz) and {cfg.name} is a 3D model; pass NIfTI "
+                               "volumes, or a 2D model for images")
+    if not _is_dense(model, cfg):
+        if kwargs.get("output", "labels") == "image" or kwargs.get("roi_size") is not None:
+            raise PredictError(f"{cfg.name} is a classifier: it takes each whole volume resized to its input, so "
+                               "--roi-size and --output image do not apply; drop them")
+        return classify_volumes(model, volumes, out, batch_size=kwargs.get("batch_size", 4),
+                                threshold=kwargs.get("threshold"))
     out = Path(out)
     if len(volumes) == 1 and out.name.endswith((".nii", ".nii.gz")):
         return [predict_volume(model, volumes[0], out, **kwargs)]

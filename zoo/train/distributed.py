@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "setup_distributed", "all_mean"]
+__all__ = ["Dist", "setup_distributed", "all_mean", "broadcast_from_main"]
 
 
 @dataclass
@@ -47,9 +48,18 @@ def setup_distributed(device: str | None = None) -> Dist:
 
 
 def all_mean(values: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of ``values`` over the ranks (``values`` itself in one process)."""
     if d.world > 1:
         values = values.clone()
         dist.all_reduce(values)
         values /= d.world
     return values
 
+
+def broadcast_from_main(obj: Any, d: Dist) -> Any:
+    """Rank 0's ``obj`` (any picklable value) on every rank; ``obj`` itself in one process."""
+    if d.world <= 1:
+        return obj
+    box = [obj if d.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
