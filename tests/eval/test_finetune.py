@@ -4,6 +4,9 @@ round trip (local-dir:, ONNX, the loopback Hub), the record, thresholds, and the
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose
 from zoo.eval.finetune import run_finetune as _run_finetune
 
 SIZE = 32
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_finetune(config: FinetuneConfig) -> Any:
@@ -135,17 +139,23 @@ def test_multilabel_csv_run(tmp_path: Path) -> None:
         assert row["prediction"] == ";".join(n for n, v, t in zip("ab", p, cuts, strict=True) if v >= t)
 
 
-def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
+def _image_mask_folders(root: Path, sizes: Any = ((50, 40), (40, 64), (70, 45), (30, 30))) -> Path:
+    """``root/images`` + ``root/masks``: images of the given (w, h) sizes, a bright horizontal band as foreground."""
     rng = np.random.default_rng(2)
-    for i, (w, h) in enumerate([(50, 40), (40, 64), (70, 45), (30, 30)]):
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
         img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
         mask = np.zeros((h, w), dtype=np.uint8)
         mask[h // 4: h // 2, :] = 255
         img[mask > 0] += 120
-        (tmp_path / "images").mkdir(exist_ok=True)
-        (tmp_path / "masks").mkdir(exist_ok=True)
-        Image.fromarray(img).save(tmp_path / "images" / f"{i}.png")
-        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
+    _image_mask_folders(tmp_path)
     rec = run_finetune(_config(tmp_path, tmp_path / "run", epochs=1, val_fraction=0.25, batch_size=2)).record
     assert rec["data"]["kind"] == "segmentation" and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
     model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
@@ -226,23 +236,29 @@ def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path:
         assert torch.equal(back(x), model(x))
 
 
+def _nifti_pairs(root: Path, shapes: Any = ((20, 18, 12), (24, 16, 10), (18, 18, 14))) -> Path:
+    """``root/images`` + ``root/labels``: CT volumes with two labelled boxes (labels 1 and 2) brighter by 400 HU."""
+    rng = np.random.default_rng(4)
+    for d in ("images", "labels"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for i, shape in enumerate(shapes):
+        lab = np.zeros(shape, np.int16)
+        lab[2:8, 3:9, 2:6] = 1
+        lab[10:16, 8:14, 5:9] = 2
+        vol = (rng.normal(-500, 100, shape) + 400 * lab).astype(np.int16)
+        aff = np.diag([1.5, 1.5, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(vol, aff), str(root / "images" / f"ct{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(root / "labels" / f"ct{i}.nii.gz"))
+    return root
+
+
 def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
         tmp_path: Path, register_weights: Callable[..., Path]) -> None:
     torch.manual_seed(0)
     backbone = zoo.create_model("unet3d", width=4)
     register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
                      input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
-    rng = np.random.default_rng(4)
-    for d in ("images", "labels"):
-        (tmp_path / d).mkdir()
-    for i, shape in enumerate([(20, 18, 12), (24, 16, 10), (18, 18, 14)]):
-        lab = np.zeros(shape, np.int16)
-        lab[2:8, 3:9, 2:6] = 1
-        lab[10:16, 8:14, 5:9] = 2
-        vol = (rng.normal(-500, 100, shape) + 400 * lab).astype(np.int16)
-        aff = np.diag([1.5, 1.5, 3.0, 1.0])
-        nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "images" / f"ct{i}.nii.gz"))
-        nib.save(nib.Nifti1Image(lab, aff), str(tmp_path / "labels" / f"ct{i}.nii.gz"))
+    _nifti_pairs(tmp_path)
     cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
                          batch_size=2, progress=False, val_fraction=0.34)
     rec = run_finetune(cfg).record
@@ -344,3 +360,87 @@ def test_fp16_on_cpu_and_a_world_the_data_cannot_feed_name_the_fix(tmp_path: Pat
     pairs = type("Pairs", (), {"spatial_dims": 2, "__len__": lambda self: 2})()
     with pytest.raises(FinetuneError, match="torchrun started 3 processes but there are 2 training samples"):
         train_segmentation(source, "random_init", pairs, pairs, cfg, parallel=Dist(rank=0, world=3))
+
+
+# --- torchrun (slow: real processes) -----------------------------------------------------------------------
+def _torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc_per_node=2 -m zoo.cli finetune ARGS`` (gloo, one thread per process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "zoo.cli",
+           "finetune", *args, "--no-progress"]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _history(out: Path) -> list[dict[str, Any]]:
+    return json.loads((out / RECORD_NAME).read_text())["history"]
+
+
+@pytest.mark.slow
+def test_torchrun_classification_is_close_to_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """2 processes: the same global batches as 1 process (validation close, not bitwise: BatchNorm sees each
+    process's share; with BatchNorm frozen, equal to float rounding); stop + resume under torchrun equals the
+    uninterrupted torchrun run."""
+    data = _class_folders(tmp_path / "data", n=12)
+    args = ["resnet18", "--random-init", "--data", str(data), "--img-size", str(SIZE), "--epochs", "3",
+            "--batch-size", "8", "--val-fraction", "0.25", "--patience", "10"]
+    one = run_finetune(_config(data, tmp_path / "one", epochs=3, batch_size=8, patience=10)).record
+    proc = _torchrun(tmp_path, *args, "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best epoch 3 of 3") == 1  # rank 0 speaks for both processes
+    assert sorted(f.name for f in (tmp_path / "two").iterdir()) == [
+        "README.md", "config.json", "finetune.json", "model.safetensors", "state.pt"]
+    two = json.loads((tmp_path / "two" / RECORD_NAME).read_text())
+    assert two["command"].startswith("torchrun --nproc_per_node=2 -m zoo.cli finetune resnet18")
+    assert two["processes"] == {"world_size": 2, "backend": "gloo", "global_batch": 8, "per_process_batch": [4, 4],
+                                "world_sizes": [2], "batch": two["processes"]["batch"]}
+    diffs = [abs(a["val_loss"] - b["val_loss"]) for a, b in zip(one["history"], two["history"], strict=True)]
+    assert max(diffs) < 0.1, diffs
+    assert two["val_metrics"]["auc"] >= 0.9 and one["val_metrics"]["auc"] >= 0.9
+    zoo.create_model(f"local-dir:{tmp_path / 'two'}", pretrained=True)
+    # interrupted after epoch 1 and resumed, both under torchrun: the same run
+    proc = _torchrun(tmp_path, *args, "--out", str(tmp_path / "cut"), "--stop-after", "1")
+    assert proc.returncode == 0 and "stopped after epoch 1 of 3" in proc.stdout, proc.stderr[-3000:]
+    proc = _torchrun(tmp_path, *args, "--out", str(tmp_path / "cut"), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _history(tmp_path / "cut") == two["history"]
+    assert json.loads((tmp_path / "cut" / RECORD_NAME).read_text())["processes"]["world_sizes"] == [2, 2]
+    # BatchNorm frozen (--freeze-encoder keeps its statistics), classes 12:7 (unequal class weights): the shares'
+    # scaled, weighted losses and DDP's averaged gradients are the global batch's step, as in one process
+    for f in sorted((data / "bright").iterdir())[7:]:
+        f.rename(tmp_path / f.name)
+    head = dict(freeze_encoder=True, lr=0.01)
+    solo = run_finetune(_config(data, tmp_path / "solo", epochs=3, batch_size=8, patience=10, **head)).record
+    proc = _torchrun(tmp_path, *args, "--freeze-encoder", "--lr", "0.01", "--out", str(tmp_path / "duo"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for a, b in zip(solo["history"], _history(tmp_path / "duo"), strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 and abs(a["val_loss"] - b["val_loss"]) < 1e-5, (a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["segmentation_2d", "classification_3d", "segmentation_3d"])
+def test_torchrun_every_other_task_and_a_one_process_resume(tmp_path: Path, task: str) -> None:
+    """Epoch 1 under torchrun (2 processes), epoch 2 resumed in one process: the global batch does not depend
+    on the process count, so a run continues with another one (and the record says so)."""
+    if task == "segmentation_2d":
+        data = _image_mask_folders(tmp_path / "data", [(50, 40), (40, 64), (70, 45), (30, 30), (48, 48)])
+        model, size, val_fraction, metric = "resnet18", 32, 0.2, "dice"
+    elif task == "classification_3d":
+        data, model, size, val_fraction, metric = nifti_csv(tmp_path / "data"), "unet3d_small", 16, 0.25, "auc"
+    else:
+        data = _nifti_pairs(tmp_path / "data", [(20, 18, 12), (24, 16, 10), (18, 18, 14), (20, 20, 12)])
+        model, size, val_fraction, metric = "unet3d_small_seg", 16, 0.25, "dice"
+    out = tmp_path / "run"
+    proc = _torchrun(tmp_path, model, "--random-init", "--data", str(data), "--out", str(out), "--img-size",
+                     str(size), "--val-fraction", str(val_fraction), "--epochs", "2", "--batch-size", "4",
+                     "--stop-after", "1")
+    assert proc.returncode == 0 and "stopped after epoch 1 of 2" in proc.stdout, proc.stderr[-3000:]
+    first = json.loads((out / RECORD_NAME).read_text())
+    assert first["processes"]["world_size"] == 2 and first["processes"]["per_process_batch"] == [2, 2]
+    assert not (out / "model.safetensors").exists() and len(first["history"]) == 1
+    rec = run_finetune(FinetuneConfig(model=model, data=str(data), out=str(out), img_size=size, epochs=2,
+                                      batch_size=4, val_fraction=val_fraction, pretrained=False, resume=True,
+                                      progress=False)).record
+    assert rec["completed"] and rec["history"][0] == first["history"][0] and len(rec["history"]) == 2
+    assert rec["processes"]["world_sizes"] == [2, 1]
+    assert rec["val_metrics"][metric] is not None and 0.0 <= rec["val_metrics"][metric] <= 1.0
+    zoo.create_model(f"local-dir:{out}", pretrained=True)

@@ -403,6 +403,7 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
     worlds: list[int] = []
+    times: list[dict[str, float]] = []  # per epoch: training and validation wall seconds (rank 0)
     start = 0
     if state_path is not None and config.resume:
         if not state_path.is_file():
@@ -414,6 +415,7 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
         g.set_state(st["generator"])
         history, best, start = st["history"], st["best"], st["epoch"]
         worlds = list(st.get("world_sizes", [1]))
+        times = list(st.get("epoch_times_s", []))
         if d.main:
             _logger.info("resuming %s at epoch %d", desc, start)
             if worlds[-1] != d.world:  # the global batch does not depend on the process count
@@ -434,10 +436,13 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
             model.train()
             if frozen:
                 model.eval()  # frozen encoder: its BatchNorm statistics stay
+            t0 = time.perf_counter()
             loss = train_epoch(g)
             if d.world > 1:
                 loss = float(all_mean(torch.tensor([loss], dtype=torch.float64), d))
+            t1 = time.perf_counter()
             val = broadcast_from_main(validate() if d.main else None, d)
+            times.append({"epoch": epoch + 1, "train_s": round(t1 - t0, 3), "val_s": round(time.perf_counter() - t1, 3)})
             history.append({"epoch": epoch + 1, "train_loss": loss, **val})
             if val["val_loss"] < best["loss"]:
                 best = {"loss": val["val_loss"], "epoch": epoch + 1,
@@ -454,14 +459,14 @@ def _train_loop(model: nn.Module, groups: list[dict[str, Any]], steps_per_epoch:
                 _save_state(state_path, {"identity": config.identity(), "model": model.state_dict(),
                                          "opt": opt.state_dict(), "sched": sched.state_dict(),
                                          "generator": g.get_state(), "history": history, "best": best,
-                                         "epoch": epoch + 1, "world_sizes": worlds})
+                                         "epoch": epoch + 1, "world_sizes": worlds, "epoch_times_s": times})
     finally:
         bar.close()
     done = len(history)
     early = bad >= config.patience and done < config.epochs
     completed = early or done >= config.epochs
     return {"history": history, "best_epoch": best["epoch"], "best_state": best["state"],
-            "completed": completed, "stopped_early": early, "world_sizes": worlds}
+            "completed": completed, "stopped_early": early, "world_sizes": worlds, "epoch_times_s": times}
 
 
 def train_classifier(source: Any, arm: str, data: ClassificationData, prep: Preprocess, config: FinetuneConfig,
@@ -937,6 +942,7 @@ def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable
         "completed": result["completed"],
         "stopped_early": result["stopped_early"],
         "best_epoch": result["best_epoch"],
+        "epoch_times_s": result["epoch_times_s"],  # wall seconds per epoch: training, validation (rank 0)
         "precision": {**make_precision(config.precision, "cpu").record(), "validation": "fp32"},
         "processes": {"world_size": d.world, "backend": "gloo" if d.world > 1 else None,
                       "batch": "global: --batch-size samples per step, split across the processes",
