@@ -17,7 +17,8 @@ loss under CPU autocast (:mod:`zoo.train.precision`); validation stays fp32.
 Under ``torchrun`` (:mod:`zoo.train.distributed`: gloo, DDP) ``batch_size`` stays the *global*
 batch: every process draws the same seeded batch (the samples a one-process run draws, augmented
 the same way) and trains on its share (every W-th sample; disjoint, together the whole batch),
-the gradients are averaged by DDP with the loss scaled so that the step is the global batch's. Rank 0
+the gradients are averaged by DDP (classification: each share's loss scaled so that the step is the
+global batch's, class weights included; segmentation: the shares' losses averaged). Rank 0
 validates and broadcasts the result (so early stopping is decided once) and alone writes the run
 directory, the state file and the progress bar. What still differs from one process: BatchNorm
 sees each process's share only.
