@@ -717,8 +717,9 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
     """Fine-tune a 3D U-Net on NIfTI image / label-map pairs (labels 0..K-1, 0 = background).
 
     Volumes are reoriented to RAS, resampled to the checkpoint's spacing and HU-windowed; training
-    uses random cubes of the checkpoint's input size (``img_size``: a cube edge); validation covers
-    each whole volume with non-overlapping cubes (zero-padded at the far edges). Cross-entropy +
+    uses random cubes of the checkpoint's input size (``img_size``: a cube edge), an epoch drawing as many
+    as tile the training volumes once (at least 8 per volume); validation covers each whole volume with
+    non-overlapping cubes (zero-padded at the far edges, 4 per forward pass). Cross-entropy +
     soft Dice; mean foreground Dice on validation (and on ``test``, if given, with the kept model).
     ``parallel``: the torchrun process group (default: one process); only rank 0 gets the metrics."""
     from ..data.userdata import load_volume_pairs
@@ -742,7 +743,9 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
             if name.startswith("down_tr"):
                 p.requires_grad_(False)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "decoder"}]
-    steps = max(1, math.ceil(len(tv) * 8 / config.batch_size))
+    # an epoch draws as many random cubes as tile the training volumes once (at least 8 per volume)
+    cubes_per_epoch = sum(max(8, len(_tiles(tuple(v.shape), cube))) for v in tv)
+    steps = max(1, math.ceil(cubes_per_epoch / config.batch_size))
     holder: dict[str, Any] = {}
 
     def padded(v: torch.Tensor) -> torch.Tensor:
@@ -783,9 +786,14 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
         x = F.pad(v.float() / 255.0, [p for n, f in zip(reversed(v.shape), reversed(full), strict=True)
                                       for p in (0, f - n)])
         out = torch.zeros((k, *full))
+        tiles = _tiles(tuple(v.shape), cube)
         with torch.no_grad():
-            for sl in _tiles(tuple(v.shape), cube):
-                out[(slice(None), *sl)] = model(x[sl][None, None])[0]
+            for i in range(0, len(tiles), 4):  # 4 cubes per forward pass
+                batch = tiles[i:i + 4]
+                logits = model(torch.stack([x[sl][None] for sl in batch]).contiguous(
+                    memory_format=torch.channels_last_3d))
+                for sl, lg in zip(batch, logits, strict=True):
+                    out[(slice(None), *sl)] = lg
         return out[(slice(None), *(slice(0, n) for n in v.shape))]
 
     def dice_per_class(pred: torch.Tensor, lab: torch.Tensor) -> list[float | None]:
