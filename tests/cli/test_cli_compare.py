@@ -13,16 +13,9 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.cli import main
+from tests._cli import run_cli
 
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exit_:  # argparse refused an argument
-        rc = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
+_run = run_cli
 
 
 def _folders(root: Path, n: int = 3, classes: tuple[str, ...] = ("dark", "bright")) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._cli import run_cli
 from zoo.cli import main
 from zoo.meta.registry import get_pretrained_cfg
 
@@ -19,13 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 CKPT = "resnet18.pcrl_kermany64"  # a small registered checkpoint shipped in weights/
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        rc = main(argv)
-    except SystemExit as exit_:  # argparse refused an argument
-        rc = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
+_run = run_cli
 
 
 def _corrupt_mirror(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

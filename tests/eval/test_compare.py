@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import zoo
+from tests._user_data import class_folders, image_mask_folders
 from zoo._io import sha256_file
 from zoo.eval.compare import (
     JSON_NAME,
@@ -89,13 +90,7 @@ def test_data_name() -> None:
 
 # --- tiny data and candidates ----------------------------------------------------------------------------
 def _class_folders(root: Path, n: int = 6) -> Path:
-    rng = np.random.default_rng(0)
-    for c, base in (("dark", 70), ("bright", 180)):
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            arr = np.clip(base + rng.normal(0, 40, (24, 28, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / c / f"{c}{i}.png")
-    return root
+    return class_folders(root, n=n, bases=(70, 180), noise=40.0, shape=(24, 28))
 
 
 @pytest.fixture
@@ -235,18 +230,7 @@ def test_bad_data_is_one_clear_error(tmp_path: Path, two_tiny: dict[str, Path]) 
 
 
 def _segmentation_data(root: Path, n: int = 4) -> Path:
-    rng = np.random.default_rng(2)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for i in range(n):
-        h, w = 40 + 4 * i, 44
-        img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-        mask = np.zeros((h, w), dtype=np.uint8)
-        mask[h // 4: h // 2, :] = 255
-        img[mask > 0] += 120
-        Image.fromarray(img).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
-    return root
+    return image_mask_folders(root, sizes=[(44, 40 + 4 * i) for i in range(n)])
 
 
 def test_segmentation_finetune_scores_dice_on_the_test_images(tmp_path: Path, two_tiny: dict[str, Path]) -> None:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import zoo
+from tests._user_data import class_folders, image_mask_folders
 from zoo import cli
 from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose_threshold
 from zoo.eval.finetune import run_finetune as _run_finetune
@@ -30,17 +31,6 @@ def run_finetune(config: FinetuneConfig) -> Any:
     return _run_finetune(config, save=zoo.save_for_hf)
 
 
-def _class_folders(root: Path, n: int = 8) -> Path:
-    """Two classes that differ in brightness (learnable in a few epochs), with noise."""
-    rng = np.random.default_rng(0)
-    for c, base in (("dark", 60), ("bright", 190)):
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            arr = np.clip(base + rng.normal(0, 25, (40, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / c / f"{c}{i}.png")
-    return root
-
-
 def _config(data: Path, out: Path, **kw: Any) -> FinetuneConfig:
     base = dict(model="resnet18", data=str(data), out=str(out), pretrained=False, img_size=SIZE, epochs=2,
                 batch_size=4, progress=False, val_fraction=0.25)
@@ -48,7 +38,7 @@ def _config(data: Path, out: Path, **kw: Any) -> FinetuneConfig:
 
 
 def test_classification_run_writes_a_model_that_loads_with_its_head(tmp_path: Path) -> None:
-    data = _class_folders(tmp_path / "data")
+    data = class_folders(tmp_path / "data")
     result = run_finetune(_config(data, tmp_path / "run"))
     rec = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
     assert result.completed and rec["start"] == {"name": "resnet18", "arm": "random_init", "sha256": None,
@@ -74,7 +64,7 @@ def test_classification_run_writes_a_model_that_loads_with_its_head(tmp_path: Pa
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    data = _class_folders(tmp_path / "data")
+    data = class_folders(tmp_path / "data")
     full = run_finetune(_config(data, tmp_path / "full", patience=10)).record
     first = run_finetune(_config(data, tmp_path / "cut", patience=10, stop_after=1))
     assert not first.completed and len(first.record["history"]) == 1
@@ -87,7 +77,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 
 def test_resume_with_other_settings_or_reusing_out_is_refused(tmp_path: Path) -> None:
-    data = _class_folders(tmp_path / "data", n=4)
+    data = class_folders(tmp_path / "data", n=4)
     run_finetune(_config(data, tmp_path / "run", epochs=2, stop_after=1, val_fraction=0.5))
     with pytest.raises(FinetuneError, match=r"started with other settings \(lr"):
         run_finetune(_config(data, tmp_path / "run", epochs=2, val_fraction=0.5, resume=True, lr=0.1))
@@ -96,7 +86,7 @@ def test_resume_with_other_settings_or_reusing_out_is_refused(tmp_path: Path) ->
 
 
 def test_freeze_encoder_trains_the_head_only(tmp_path: Path) -> None:
-    data = _class_folders(tmp_path / "data", n=4)
+    data = class_folders(tmp_path / "data", n=4)
     run_finetune(_config(data, tmp_path / "run", epochs=1, freeze_encoder=True, val_fraction=0.5))
     torch.manual_seed(0)
     start = zoo.create_model("resnet18", num_classes=2).state_dict()
@@ -139,23 +129,8 @@ def test_multilabel_csv_run(tmp_path: Path) -> None:
         assert row["prediction"] == ";".join(n for n, v, t in zip("ab", p, cuts, strict=True) if v >= t)
 
 
-def _image_mask_folders(root: Path, sizes: Any = ((50, 40), (40, 64), (70, 45), (30, 30))) -> Path:
-    """``root/images`` + ``root/masks``: images of the given (w, h) sizes, a bright horizontal band as foreground."""
-    rng = np.random.default_rng(2)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(exist_ok=True)
-    for i, (w, h) in enumerate(sizes):
-        img = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
-        mask = np.zeros((h, w), dtype=np.uint8)
-        mask[h // 4: h // 2, :] = 255
-        img[mask > 0] += 120
-        Image.fromarray(img).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
-    return root
-
-
 def test_segmentation_on_images_of_different_sizes(tmp_path: Path) -> None:
-    _image_mask_folders(tmp_path)
+    image_mask_folders(tmp_path)
     rec = run_finetune(_config(tmp_path, tmp_path / "run", epochs=1, val_fraction=0.25, batch_size=2)).record
     assert rec["data"]["kind"] == "segmentation" and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
     model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
@@ -216,7 +191,7 @@ def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path:
     from tests.hub_server import FakeHub
     from zoo.export import export_onnx
 
-    data = _class_folders(tmp_path / "data", n=4)
+    data = class_folders(tmp_path / "data", n=4)
     run_finetune(_config(data, tmp_path / "run", epochs=1, val_fraction=0.5))
     name = f"local-dir:{tmp_path / 'run'}"
     result = export_onnx(name, tmp_path / "m.onnx")
@@ -380,7 +355,7 @@ def test_torchrun_classification_is_close_to_one_process_and_resumes_exactly(tmp
     """2 processes: the same global batches as 1 process (validation close, not bitwise: BatchNorm sees each
     process's share; with BatchNorm frozen, equal to float rounding); stop + resume under torchrun equals the
     uninterrupted torchrun run."""
-    data = _class_folders(tmp_path / "data", n=12)
+    data = class_folders(tmp_path / "data", n=12)
     args = ["resnet18", "--random-init", "--data", str(data), "--img-size", str(SIZE), "--epochs", "3",
             "--batch-size", "8", "--val-fraction", "0.25", "--patience", "10"]
     one = run_finetune(_config(data, tmp_path / "one", epochs=3, batch_size=8, patience=10)).record
@@ -422,7 +397,7 @@ def test_torchrun_every_other_task_and_a_one_process_resume(tmp_path: Path, task
     """Epoch 1 under torchrun (2 processes), epoch 2 resumed in one process: the global batch does not depend
     on the process count, so a run continues with another one (and the record says so)."""
     if task == "segmentation_2d":
-        data = _image_mask_folders(tmp_path / "data", [(50, 40), (40, 64), (70, 45), (30, 30), (48, 48)])
+        data = image_mask_folders(tmp_path / "data", [(50, 40), (40, 64), (70, 45), (30, 30), (48, 48)])
         model, size, val_fraction, metric = "resnet18", 32, 0.2, "dice"
     elif task == "classification_3d":
         data, model, size, val_fraction, metric = nifti_csv(tmp_path / "data"), "unet3d_small", 16, 0.25, "auc"
