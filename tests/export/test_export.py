@@ -130,12 +130,13 @@ def test_static_batch_and_dynamic_spatial(tmp_path: Path) -> None:
 
 def test_int8_2d_classifier_agrees_with_fp32(tmp_path: Path) -> None:
     path = tmp_path / "int8.onnx"
-    result = export_onnx("resnet18.pcrl_kermany64", path, input_size=64, quantize="int8", num_classes=2,
+    # the pooled features (512 values per image), not a random 2-class head: two near-zero logits per image make
+    # the cosine gate a coin toss across CPUs (0.979 on an AVX2-only EPYC, >= 0.98 with VNNI)
+    result = export_onnx("resnet18.pcrl_kermany64", path, input_size=64, quantize="int8", num_classes=0,
                          calibration_data=data_root() / "cxr" / "kermany" / "train" / "NORMAL",
                          calibration_samples=8)
     assert result.int8 is not None and result.int8.passed
     assert result.int8.cosine >= Tolerance().int8_min_cosine
-    assert result.int8.agreement is not None  # top-1 agreement of the 2-class head is reported
     meta = read_metadata(path)
     quant = json.loads(meta["quantization"])
     assert quant["format"] == "QDQ" and "per-channel" in quant["weights"] and quant["calibration_samples"] == 8
