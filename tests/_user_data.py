@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["class_folders", "image_mask_folders"]
+__all__ = ["class_folders", "image_mask_folders", "nifti_csv"]
 
 
 def class_folders(root: Path, n: int = 8, bases: tuple[int, int] = (60, 190), noise: float = 25.0,
@@ -36,3 +36,18 @@ def image_mask_folders(root: Path, sizes: Sequence[tuple[int, int]] = ((50, 40),
         Image.fromarray(img).save(root / "images" / f"{i}.png")
         Image.fromarray(mask).save(root / "masks" / f"{i}.png")
     return root
+
+
+def nifti_csv(root: Path, n: int = 8) -> Path:
+    """``root/l.csv`` listing ``n`` small CT-like NIfTI volumes (HU int16, 1.5 x 1.5 x 3 mm), labels no / yes
+    alternating, the ``yes`` ones 300 HU brighter."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(n):
+        vol = rng.integers(-1000, 1000, (20, 18, 12)).astype(np.int16) + (300 if i % 2 else 0)
+        nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 3.0, 1.0])), str(root / f"ct{i}.nii.gz"))
+        rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
+    (root / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return root / "l.csv"

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import zoo
-from tests._user_data import class_folders, image_mask_folders
+from tests._user_data import class_folders, image_mask_folders, nifti_csv
 from zoo._io import sha256_file
 from zoo.eval.compare import (
     JSON_NAME,
@@ -258,13 +257,7 @@ def test_3d_nifti_classification(tmp_path: Path, register_weights: Callable[...,
     torch.manual_seed(0)
     register_weights("unet3d.tiny", zoo.create_model("unet3d", width=4).state_dict(), arch_kwargs={"width": 4},
                      input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(8):
-        vol = rng.integers(-1000, 1000, (20, 18, 12)).astype(np.int16) + (300 if i % 2 else 0)
-        nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 3.0, 1.0])), str(tmp_path / f"ct{i}.nii.gz"))
-        rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
-    (tmp_path / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    nifti_csv(tmp_path)
     res = run_compare(_config(tmp_path / "l.csv", tmp_path / "out", pattern="unet3d.*", test_fraction=0.25, seeds=1))
     assert res["data"]["format"] == "nifti-csv" and res["data"]["spatial_dims"] == 3
     assert [a["label"] for a in res["arms"]] == ["unet3d.tiny", "unet3d (random init)"]

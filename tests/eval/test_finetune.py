@@ -19,6 +19,7 @@ from PIL import Image
 
 import zoo
 from tests._user_data import class_folders, image_mask_folders
+from tests._user_data import nifti_csv as ct_csv
 from zoo import cli
 from zoo.eval.finetune import RECORD_NAME, FinetuneConfig, FinetuneError, choose_threshold
 from zoo.eval.finetune import run_finetune as _run_finetune
@@ -144,13 +145,7 @@ def test_3d_classification_from_registered_weights_records_their_sha256(
     backbone = zoo.create_model("unet3d", width=4)
     weights = register_weights("unet3d.tiny", backbone.state_dict(), arch_kwargs={"width": 4},
                                input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
-    rng = np.random.default_rng(3)
-    rows = []
-    for i in range(8):
-        vol = rng.integers(-1000, 1000, (20, 18, 12)).astype(np.int16) + (300 if i % 2 else 0)
-        nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 3.0, 1.0])), str(tmp_path / f"ct{i}.nii.gz"))
-        rows.append(f"ct{i}.nii.gz,{'no' if i % 2 == 0 else 'yes'}")
-    (tmp_path / "l.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    ct_csv(tmp_path)
     cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path / "l.csv"), out=str(tmp_path / "run"),
                          epochs=2, batch_size=4, progress=False, val_fraction=0.25)
     rec = run_finetune(cfg).record
