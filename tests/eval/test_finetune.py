@@ -178,6 +178,22 @@ def test_cli_bad_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 2
 
 
+
+def test_cli_without_progress_bar_logs_a_line_per_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """--no-progress (logs, batch jobs): no bar; one INFO line per epoch (stderr, through the CLI's logging set-up),
+    the summary on stdout."""
+    data = class_folders(tmp_path / "data", n=4)
+    code = cli.main(["finetune", "resnet18", "--random-init", "--data", str(data), "--out", str(tmp_path / "run"),
+                     "--img-size", str(SIZE), "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25",
+                     "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "best epoch" in out and "epoch/s" not in err
+    lines = [r.getMessage() for r in caplog.records if r.name == "zoo.eval.finetune" and r.levelname == "INFO"]
+    assert [m.split(":")[0].split()[-1] for m in lines if " epoch " in m] == ["1/2", "2/2"], lines
+    assert all("val_loss" in m for m in lines if " epoch " in m)
+
+
 @pytest.mark.slow
 def test_finetuned_model_round_trips_through_onnx_and_the_loopback_hub(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:

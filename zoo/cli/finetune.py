@@ -11,6 +11,7 @@ __all__ = ["add_parsers"]
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     import json
+    import logging
     import os
     import shlex
 
@@ -21,6 +22,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from ..models.builder import CheckpointError
 
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for every process
+    if args.no_progress:  # no bar: one line per epoch instead (zoo.eval.finetune logs it at INFO)
+        logging.getLogger("zoo.eval.finetune").setLevel(logging.INFO)
     config = FinetuneConfig(
         model=args.name, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
         masks=args.masks, image_root=args.image_root, img_size=args.img_size, scale=args.scale, epochs=args.epochs,
@@ -91,5 +94,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="training autocast: fp32 (default) or bf16 (CPU); validation runs in fp32 "
                         "(fp16 needs CUDA, which zoo finetune does not use)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per epoch instead")
     p.set_defaults(func=_cmd_finetune)
