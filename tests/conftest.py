@@ -152,6 +152,7 @@ SLOW = frozenset({
     "tests/convert/test_convert.py::test_genesis_converted_model_uses_batch_statistics",
     "tests/convert/test_convert.py::test_pcrl_3d_group_norm_is_read_from_opt",
     "tests/eval/test_compare.py::test_another_comparison_in_the_same_out_is_refused_unless_overwrite",
+    "tests/eval/test_compare.py::test_more_seeds_or_fractions_extend_a_comparison_reusing_its_cells",
     "tests/eval/test_compare.py::test_compare_pairs_every_arm_and_writes_json_markdown_and_plot",
     "tests/eval/test_compare.py::test_finetune_classification_protocol",
     "tests/eval/test_compare.py::test_given_test_set_is_the_same_for_every_seed",

@@ -174,16 +174,39 @@ def test_resume_after_a_kill_continues_with_the_same_results(tmp_path: Path, two
     assert _values(resumed) == _values(full)
 
 
+def test_more_seeds_or_fractions_extend_a_comparison_reusing_its_cells(tmp_path: Path,
+                                                                       two_tiny: dict[str, Path]) -> None:
+    """The same comparison with more --seeds and another --label-fractions: the cells already there are kept,
+    only the new ones are computed, and the results equal a comparison run from scratch with those settings."""
+    data = _class_folders(tmp_path / "data")
+    first = run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=1))
+    cell = next((tmp_path / "out" / "cells").rglob("*.json"))
+    before = cell.read_text()
+    computed: list[dict[str, Any]] = []
+    more = _config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=2, label_fractions=(0.5, 1.0))
+    extended = run_compare(more, on_cell=computed.append)
+    assert len(computed) == 2 * (2 * 2 - 1)  # 2 arms x (2 fractions x 2 seeds, 1 of them already there)
+    assert cell.read_text() == before  # kept, not recomputed
+    assert ("--seeds 2" in extended["command"] and
+            json.loads((tmp_path / "out" / RUN_NAME).read_text())["command"] == extended["command"])
+    fresh = run_compare(_config(data, tmp_path / "fresh", pattern="resnet18.tiny_a", seeds=2,
+                                label_fractions=(0.5, 1.0)))
+    assert _values(extended) == _values(fresh)
+    seed0 = {r["arm"]: r["per_seed"]["auc"][0] for r in extended["results"][1]["rows"]}  # fraction 1, seed 0
+    assert seed0 == {r["arm"]: r["per_seed"]["auc"][0] for r in first["results"][0]["rows"]}
+
+
 def test_another_comparison_in_the_same_out_is_refused_unless_overwrite(tmp_path: Path,
                                                                          two_tiny: dict[str, Path]) -> None:
     data = _class_folders(tmp_path / "data", n=3)
     run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=1))
     with pytest.raises(CompareError, match=r"holds another comparison \(`zoo compare resnet18.tiny_a .*--label-fr"
                                            r"actions 1 --seeds 1"):
-        run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=1, label_fractions=(0.5,)))
-    res = run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=1, label_fractions=(0.5,),
-                              overwrite=True))
-    assert res["results"][0]["label_fraction"] == 0.5
+        run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_b", seeds=1))
+    with pytest.raises(CompareError, match="holds another comparison"):  # another split is another comparison
+        run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_a", seeds=1, test_fraction=0.5))
+    res = run_compare(_config(data, tmp_path / "out", pattern="resnet18.tiny_b", seeds=1, overwrite=True))
+    assert "resnet18.tiny_b" in [r["arm"] for r in res["results"][0]["rows"]]
     assert len(list((tmp_path / "out" / "cells").rglob("*.json"))) == 2  # the first run's cells are gone
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")

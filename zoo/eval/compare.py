@@ -43,8 +43,12 @@ and fractions) + the probe fit (linear), or the whole fine-tuning run (finetune)
 shared by every arm, is counted once (``decode_s``).
 
 Resumable: every (arm, fraction, seed) cell is written atomically to ``OUT/cells/`` as it finishes;
-the same command continues where it stopped. ``OUT/compare-run.json`` records what the comparison is;
-another comparison in the same OUT is refused (``overwrite=True`` replaces it). Outputs:
+the same command continues where it stopped. A cell depends on the data, the arm, the recipe, its label
+fraction and its seed only (the split and the labelled subset of seed ``s`` are the same whatever the
+number of seeds), so the same comparison with more ``--seeds`` or other ``--label-fractions`` extends it:
+cells already there are reused and only the new ones computed. ``OUT/compare-run.json`` records what the
+comparison is; another comparison in the same OUT (other data, candidates, protocol or recipe) is refused
+(``overwrite=True`` replaces it). Outputs:
 ``OUT/compare.json`` (everything), ``OUT/compare.md`` (ranked tables), ``OUT/compare.png`` (metric vs
 label fraction).
 """
@@ -658,8 +662,19 @@ def _class_scores(y: np.ndarray, prob: np.ndarray) -> dict[str, Any]:
 
 
 # --- the run directory ----------------------------------------------------------------------------------------
+_EXTENSIBLE = ("seeds", "label_fractions")  # a cell is one (arm, fraction, seed): these only add or drop cells
+
+
+def _cells_identity(identity: Any) -> Any:
+    """``identity`` without the fields that only choose which cells to run (:data:`_EXTENSIBLE`)."""
+    if not isinstance(identity, dict) or not isinstance(identity.get("config"), dict):
+        return identity
+    return {**identity, "config": {k: v for k, v in identity["config"].items() if k not in _EXTENSIBLE}}
+
+
 def _prepare_out(out: Path, identity: dict[str, Any], command: str, overwrite: bool) -> None:
-    """Claim ``out`` for this comparison: new or empty, or holding this same comparison (resume)."""
+    """Claim ``out`` for this comparison: new or empty, holding this same comparison (resume), or holding it
+    with other ``--seeds`` / ``--label-fractions`` (extend: the cells already computed are reused)."""
     run = out / RUN_NAME
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out} is a file; choose a directory")
@@ -670,6 +685,12 @@ def _prepare_out(out: Path, identity: dict[str, Any], command: str, overwrite: b
             raise CompareError(f"{run} is unreadable ({err}); pass --overwrite to start again there") from err
         if previous.get("identity") == identity:
             _logger.info("continuing the comparison in %s", out)
+            return
+        if _cells_identity(previous.get("identity")) == _cells_identity(identity):
+            # more (or fewer) seeds or label fractions: every cell already there is still valid, keep it
+            _logger.info("extending the comparison in %s (was `%s`): its cells are kept", out, previous.get("command"))
+            atomic_write_json(run, {"format": "zoo-compare-run/1", "command": command, "identity": identity},
+                              fsync=False)
             return
         if not overwrite:
             raise CompareError(f"{out} holds another comparison (`{previous.get('command', '?')}`); repeat that command "
