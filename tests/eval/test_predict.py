@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 import zoo
+from tests._user_data import image_mask_folders
 from tests.eval.test_finetune import nifti_csv, tiny_3d
 from zoo.cli import main
 from zoo.data.userdata import open_user_data
@@ -199,6 +200,31 @@ def test_2d_segmentation_masks_keep_the_image_size(tmp_path: Path, capsys) -> No
         predict_images(model, [tmp_path / "imgs"], tmp_path / "masks")
     with pytest.raises(PredictError, match="does not exist"):
         predict_images(model, [tmp_path / "nothing"], tmp_path / "masks")
+
+
+def test_2d_segmentation_fine_tuned_on_resized_images_predicts_on_them(tmp_path: Path) -> None:
+    """`zoo finetune --scale 0.5` records image_scale 0.5; `zoo predict` resizes each image by it, as training did,
+    and puts the output back on the image's own grid (was: the full-size image, vessels twice as wide)."""
+    data = image_mask_folders(tmp_path / "data", sizes=((96, 64), (64, 80), (80, 64), (64, 64)))
+    zoo.finetune("unet_resnet18", data, tmp_path / "run", pretrained=False, img_size=32, scale=0.5, epochs=1,
+                 batch_size=2, progress=False, val_fraction=0.25)
+    run = f"local-dir:{tmp_path / 'run'}"
+    model = zoo.create_model(run, pretrained=True).eval()
+    assert model.pretrained_cfg.image_scale == 0.5
+    image = data / "images" / "0.png"
+    predict_images(run, [image], tmp_path / "masks", probabilities=True)
+    prob = np.asarray(Image.open(tmp_path / "masks" / "0_prob.png")).astype(np.float64) / 255
+    assert prob.shape == (64, 96)
+    # the reference: the image at half size (as fine-tuning saw it), the model, then bilinear back to 96 x 64
+    from zoo.data.transforms import create_transform, resolve_data_config
+    from zoo.eval.predict import sliding_window
+
+    half = Image.open(image).convert("RGB").resize((48, 32), Image.BILINEAR)
+    x = create_transform(resolve_data_config(model, input_size=(3, 32, 48), crop_pct=1.0))(half)
+    with torch.no_grad():
+        ref = torch.sigmoid(sliding_window(x[None], model, (32, 32), overlap=0.25))
+    ref = torch.nn.functional.interpolate(ref, size=(64, 96), mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert np.abs(prob - ref).max() <= 1 / 255 + 1e-6
 
 
 # --- 3D classifiers --------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ def test_every_registered_cfg_reads_back() -> None:
     ("input_size", "1x64", "input_size must be 4 positive ints"),
     ("voxel_spacing", [1, 1], "voxel_spacing must be null or 3 positive numbers"),
     ("crop_pct", 0, "crop_pct must be a number in (0, 1]"),
+    ("image_scale", 0, "image_scale must be a number in (0, 16]"),
+    ("image_scale", "0.5", "image_scale must be a number in (0, 16]"),
     ("classifier", 3, "classifier must be a string"),
     ("classifier", "fc; rm", "classifier must be a dotted module name"),
     ("first_conv", "", "first_conv must be a dotted module name"),

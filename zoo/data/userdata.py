@@ -51,6 +51,7 @@ __all__ = [
     "train_val_split",
     "load_images",
     "load_image_mask_pairs",
+    "scaled_size",
     "load_volumes",
     "load_volume_pairs",
 ]
@@ -416,6 +417,11 @@ def load_images(files: Sequence[Path], size: int) -> torch.Tensor:
     return out
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(width, height)`` of an image resized by ``scale`` (``zoo finetune --scale``; ``zoo predict`` the same)."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def load_image_mask_pairs(data: UserData, scale: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """2D segmentation: uint8 ``(H, W, 3)`` images and bool ``(H, W)`` masks (any foreground > 0), each
     pair at its own size, optionally rescaled by ``scale`` (images bilinear, masks nearest)."""
@@ -425,7 +431,7 @@ def load_image_mask_pairs(data: UserData, scale: float = 1.0) -> tuple[list[np.n
     for f, m in zip(data.files, data.masks, strict=True):
         im, mk = _decode(f, "RGB"), _decode(m, "L")
         if scale != 1.0:
-            size = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))
+            size = scaled_size(im.size, scale)
             im, mk = im.resize(size, Image.BILINEAR), mk.resize(size, Image.NEAREST)
         images.append(np.asarray(im))
         masks.append(np.asarray(mk) > 0)

@@ -983,9 +983,11 @@ def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable
         label_names = ("background", *(f"label_{c}" for c in range(1, result.get("num_classes", 2)))) \
             if data.spatial_dims == 3 else ("foreground",)
     start_desc = f"{config.model} (sha256 {source.sha256})" if arm == "pretrained" else f"{cfg.architecture} (random init)"
+    # 2D segmentation trained on images resized by --scale: predictions resize the same way (and back)
+    image_scale = config.scale if data.kind == "segmentation" and data.spatial_dims == 2 else base.image_scale
     model.pretrained_cfg = base.replace(
         tag="finetuned", label_names=tuple(label_names), decision=result["decision"],
-        input_size=(base.in_chans, *size),
+        input_size=(base.in_chans, *size), image_scale=image_scale,
         notes=f"Fine-tuned by `zoo finetune` from {start_desc} on {data.source} ({data.format}, {len(train)} "
               f"training / {len(val)} validation samples); see finetune.json.")
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

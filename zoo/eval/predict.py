@@ -315,8 +315,10 @@ def predict_images(
 
     A classifier writes one row per image (path, one probability per class, the prediction) to ``out``:
     JSON when it ends in ``.json``, CSV otherwise. A segmentation model writes ``out/<name>_mask.png`` per
-    image, on the image's own pixel grid (tiled at the checkpoint's input size): 0/255 for one class, the
-    class index otherwise; ``probabilities`` adds ``<name>_prob.png`` (8 bit, one class) or ``.npy``.
+    image, on the image's own pixel grid (tiled at the checkpoint's input size; a model fine-tuned on resized
+    images, ``pretrained_cfg.image_scale`` from ``zoo finetune --scale``, sees each image resized the same way
+    and its output is resized back): 0/255 for one class, the class index otherwise; ``probabilities`` adds
+    ``<name>_prob.png`` (8 bit, one class) or ``.npy``.
     Returns the rows (classifier) or one ``{"path", "mask"}`` per image.
     """
     from ..data.transforms import create_transform, resolve_data_config
@@ -340,17 +342,25 @@ def predict_images(
         return rows
     from PIL import Image
 
+    from ..data.userdata import scaled_size
+
     out.mkdir(parents=True, exist_ok=True)
     roi = tuple(cfg.input_size[1:])
+    scale = float(getattr(cfg, "image_scale", 1.0))
     results = []
     stems: dict[str, int] = {}
     with torch.no_grad():
         for f in files:
             img = _open_image(f)
             w, h = img.size
-            x = create_transform(resolve_data_config(model, input_size=(cfg.in_chans, h, w), crop_pct=1.0))(img)
+            if scale != 1.0:  # the model was trained on images resized by this factor (zoo finetune --scale)
+                img = img.resize(scaled_size((w, h), scale), Image.BILINEAR)
+            sw, sh = img.size
+            x = create_transform(resolve_data_config(model, input_size=(cfg.in_chans, sh, sw), crop_pct=1.0))(img)
             prob = _activate(sliding_window(x[None], model, roi, overlap=overlap, batch_size=batch_size), model,
                              multi_label)[0]
+            if (sh, sw) != (h, w):  # back onto the image's own pixel grid
+                prob = F.interpolate(prob[None], size=(h, w), mode="bilinear", align_corners=False)[0]
             if prob.shape[0] == 1:
                 mask = ((prob[0] >= _threshold(cfg, threshold)).numpy() * 255).astype(np.uint8)
             else:

@@ -360,7 +360,8 @@ def _model_card(cfg: PretrainedCfg, repo_id: str | None, timm_arch: tuple[str, i
         + (f", voxel spacing {tuple(cfg.voxel_spacing)} mm" if cfg.voxel_spacing else "")
         + ("; layout (N, C, X, Y, Z), slice axis last" if cfg.spatial_dims == 3 else "; layout (N, C, H, W)"),
         f"- intensity: {cfg.intensity.describe()}",
-        f"- resize: {cfg.interpolation} interpolation, crop fraction {cfg.crop_pct}",
+        f"- resize: {cfg.interpolation} interpolation, crop fraction {cfg.crop_pct}"
+        + (f"; whole images resized by {cfg.image_scale:g} first (and outputs back)" if cfg.image_scale != 1 else ""),
         "- `zoo.create_transform(zoo.resolve_data_config(model))` builds this pipeline.",
         "", "## Usage", "", "zoo:", "", "```python", "import torch, zoo",
         f'model = zoo.create_model("{hub_name}", pretrained=True).eval()',

@@ -99,6 +99,7 @@ class PretrainedCfg:
     intensity: Intensity = field(default_factory=Intensity)
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    image_scale: float = 1.0  # 2D segmentation: whole images resized by this factor first (zoo finetune --scale)
 
     # provenance
     method: str = ""  # e.g. "pcrl", "simclr", "genesis"
@@ -221,6 +222,8 @@ def validate_cfg(cfg: PretrainedCfg) -> list[str]:
         )
     else:
         need(cfg.voxel_spacing is None, "voxel_spacing is for 3D entries only")
+    need(0 < cfg.image_scale <= MAX_IMAGE_SCALE, f"image_scale must be in (0, {MAX_IMAGE_SCALE:g}], got {cfg.image_scale}")
+    need(cfg.image_scale == 1.0 or cfg.spatial_dims == 2, "image_scale is for 2D entries only")
 
     it = cfg.intensity
     need(it.kind in INTENSITY_KINDS, f"intensity.kind must be one of {INTENSITY_KINDS}")
@@ -269,6 +272,7 @@ def validate_cfg(cfg: PretrainedCfg) -> list[str]:
 
 # --- validating a pretrained config read from JSON (config.json of hf-hub: / local-dir: names) ----------
 MAX_CONFIG_DEPTH = 8  # nesting allowed inside arch_kwargs / metrics
+MAX_IMAGE_SCALE = 16.0  # image_scale above this is a typo, not a model
 _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _STR_FIELDS = ("architecture", "tag", "hf_hub_filename", "classifier", "first_conv", "interpolation", "method",
                "pretrain_data", "modality", "license_code", "license_weights", "license_data", "paper", "origin",
@@ -391,6 +395,8 @@ def cfg_from_config_dict(
         d["voxel_spacing"] = tuple(float(v) for v in spacing)
     if "crop_pct" in d and not (_is_num(d["crop_pct"]) and 0 < d["crop_pct"] <= 1):
         raise fail("crop_pct", f"must be a number in (0, 1], got {d['crop_pct']!r:.80}")
+    if "image_scale" in d and not (_is_num(d["image_scale"]) and 0 < d["image_scale"] <= MAX_IMAGE_SCALE):
+        raise fail("image_scale", f"must be a number in (0, {MAX_IMAGE_SCALE:g}], got {d['image_scale']!r:.80}")
     if "verified" in d and not isinstance(d["verified"], bool):
         raise fail("verified", f"must be true or false, got {d['verified']!r:.80}")
     if "label_names" in d:
