@@ -151,6 +151,7 @@ SLOW = frozenset({
     "tests/convert/test_convert.py::test_convert_official_layout[swcl-resnetv2-50x1]",
     "tests/convert/test_convert.py::test_genesis_converted_model_uses_batch_statistics",
     "tests/convert/test_convert.py::test_pcrl_3d_group_norm_is_read_from_opt",
+    "tests/eval/test_compare.py::test_an_interrupted_finetune_cell_continues_from_its_last_epoch",
     "tests/eval/test_compare.py::test_another_comparison_in_the_same_out_is_refused_unless_overwrite",
     "tests/eval/test_compare.py::test_more_seeds_or_fractions_extend_a_comparison_reusing_its_cells",
     "tests/eval/test_compare.py::test_compare_pairs_every_arm_and_writes_json_markdown_and_plot",

@@ -276,6 +276,35 @@ def test_finetune_classification_protocol(tmp_path: Path, two_tiny: dict[str, Pa
     assert all(0.0 <= r["mean"]["auc"] <= 1.0 for r in res["results"][0]["rows"])
 
 
+def test_an_interrupted_finetune_cell_continues_from_its_last_epoch(tmp_path: Path, two_tiny: dict[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after epoch 1 of the first fine-tuning cell, the same command continues that cell from its saved
+    state (epoch 2 only) and ends with the uninterrupted comparison's results; no state file is left."""
+    import zoo.eval.finetune as ft
+
+    data = _class_folders(tmp_path / "data", n=4)
+    kw: dict[str, Any] = dict(pattern="resnet18.tiny_a", protocol="finetune", epochs=2, batch_size=4,
+                              test_fraction=0.25, seeds=1)
+    full = run_compare(_config(data, tmp_path / "full", **kw))
+    save = ft._save_state
+
+    def save_then_kill(path: Path, state: dict[str, Any]) -> None:
+        save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "_save_state", save_then_kill)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(_config(data, tmp_path / "cut", **kw))
+    states = list((tmp_path / "cut" / "cells").rglob("*.state.pt"))
+    assert len(states) == 1 and not list((tmp_path / "cut" / "cells").rglob("*.json"))
+    epochs: list[int] = []
+    monkeypatch.setattr(ft, "_save_state", lambda path, state: (epochs.append(state["epoch"]), save(path, state)))
+    resumed = run_compare(_config(data, tmp_path / "cut", **kw))
+    assert epochs == [2, 1, 2]  # the interrupted cell: epoch 2 only; then the other arm's cell from the start
+    assert _values(resumed) == _values(full)
+    assert not list((tmp_path / "cut" / "cells").rglob("*.state.pt"))
+
+
 def test_3d_nifti_classification(tmp_path: Path, register_weights: Callable[..., Path]) -> None:
     torch.manual_seed(0)
     register_weights("unet3d.tiny", zoo.create_model("unet3d", width=4).state_dict(), arch_kwargs={"width": 4},

@@ -43,7 +43,9 @@ and fractions) + the probe fit (linear), or the whole fine-tuning run (finetune)
 shared by every arm, is counted once (``decode_s``).
 
 Resumable: every (arm, fraction, seed) cell is written atomically to ``OUT/cells/`` as it finishes;
-the same command continues where it stopped. A cell depends on the data, the arm, the recipe, its label
+the same command continues where it stopped. A fine-tuning cell also keeps its per-epoch state next to
+it while it runs, so an interrupted cell continues from its last epoch (exactly, as ``zoo finetune
+--resume``), not from the start. A cell depends on the data, the arm, the recipe, its label
 fraction and its seed only (the split and the labelled subset of seed ``s`` are the same whatever the
 number of seeds), so the same comparison with more ``--seeds`` or other ``--label-fractions`` extends it:
 cells already there are reused and only the new ones computed. ``OUT/compare-run.json`` records what the
@@ -128,6 +130,7 @@ _logger = logging.getLogger(__name__)
 PROTOCOLS = ("linear", "finetune")
 FORMAT = "zoo-compare/1"
 RUN_NAME = "compare-run.json"
+STATE_SUFFIX = ".state.pt"  # next to a finetune cell's file while it runs: its per-epoch state (resume)
 JSON_NAME = "compare.json"
 MD_NAME = "compare.md"
 PNG_NAME = "compare.png"
@@ -622,13 +625,19 @@ class _Engine:
                 "params": params, "input_size": list(arm.input_size)}
 
     # the finetune protocol ---------------------------------------------------------------------
-    def finetune_cell(self, arm: Arm, sub: np.ndarray, test: np.ndarray, seed: int) -> dict[str, Any]:
+    def finetune_cell(self, arm: Arm, sub: np.ndarray, test: np.ndarray, seed: int,
+                      state: Path | None = None) -> dict[str, Any]:
+        """One fine-tuning run; ``state``: its per-epoch state file (an interrupted cell continues from it, and
+        it is removed once the cell is done)."""
         t0 = time.perf_counter()
         spec = self.pool.spec
+        resume = state is not None and state.is_file()
+        if resume:
+            _logger.info("continuing the interrupted cell from %s", state)
         if spec.kind == "segmentation":
-            cfg = self.config.finetune_config(arm.source.name, self.config.img_size)
+            cfg = dataclasses.replace(self.config.finetune_config(arm.source.name, self.config.img_size), resume=resume)
             train_spec, test_spec = spec.subset(sub), spec.subset(test)
-            result = train_segmentation(arm.source, arm.kind, train_spec, train_spec, cfg, seed, None, test_spec)
+            result = train_segmentation(arm.source, arm.kind, train_spec, train_spec, cfg, seed, state, test_spec)
             metrics = {"dice": float(result["test_metrics"]["dice"])}
             crop = result.get("cube") or (self.config.img_size or 128,) * 2
             size = [arm.source.cfg.in_chans, *crop]
@@ -637,8 +646,8 @@ class _Engine:
             y_tr, y_te = self.pool.labels(sub), self.pool.labels(test)
             assert y_tr is not None and y_te is not None
             data = ClassificationData(spec.kind, spec.classes, images[sub], y_tr, images[sub], y_tr)
-            cfg = self.config.finetune_config(arm.source.name, None)
-            result = train_classifier(arm.source, arm.kind, data, prep, cfg, seed, None, arm.source.cfg.modality)
+            cfg = dataclasses.replace(self.config.finetune_config(arm.source.name, None), resume=resume)
+            result = train_classifier(arm.source, arm.kind, data, prep, cfg, seed, state, arm.source.cfg.modality)
             logits = torch.from_numpy(extract_features(result["model"], images[test], prep, batch_size=32))
             prob = torch.sigmoid(logits) if spec.kind == "multilabel" else torch.softmax(logits, 1)
             metrics = _class_scores(y_te, prob.numpy())
@@ -780,12 +789,14 @@ def run_compare(config: CompareConfig, invocation: str | None = None,
                     continue
                 t0 = time.perf_counter()
                 torch.manual_seed(seed)
+                state = path.with_name(path.stem + STATE_SUFFIX)
                 body = engine.linear_cell(arm, sub, test, seed) if config.protocol == "linear" else \
-                    engine.finetune_cell(arm, sub, test, seed)
+                    engine.finetune_cell(arm, sub, test, seed, state)
                 record = {"arm": arm.key, "label": arm.label, "label_fraction": fraction, "seed": seed, "n_labelled": len(sub),
                           "n_test": len(test), "pairing": pairing, **body,
                           "cell_s": round(time.perf_counter() - t0, 4)}
                 atomic_write_json(path, record, fsync=False)
+                state.unlink(missing_ok=True)  # the cell is done: its fine-tuning state is not needed any more
                 cells[(arm.key, fraction, seed)] = record
                 _logger.info("%s, %g labels, seed %d: %s=%.4f", arm.label, fraction, seed, primary, record[primary])
                 if on_cell is not None:
