@@ -246,12 +246,14 @@ def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
                      input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
     _nifti_pairs(tmp_path)
     cfg = FinetuneConfig(model="unet3d.tiny", data=str(tmp_path), out=str(tmp_path / "run"), epochs=2,
-                         batch_size=2, progress=False, val_fraction=0.34)
+                         batch_size=2, progress=False, val_fraction=0.34, label_names=("liver", "spleen"))
     rec = run_finetune(cfg).record
     assert rec["data"]["format"] == "nifti-pairs" and rec["start"]["arm"] == "pretrained"
     assert len(rec["val_metrics"]["dice_per_class"]) == 2 and 0.0 <= rec["val_metrics"]["dice"] <= 1.0
+    assert list(rec["val_metrics"]["dice_per_label"]) == ["liver", "spleen"]
+    assert "--label-names liver,spleen" in rec["command"]
     model = zoo.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True).eval()
-    assert model.pretrained_cfg.label_names == ("background", "label_1", "label_2")
+    assert model.pretrained_cfg.label_names == ("background", "liver", "spleen")
     # the network it started from: the registered encoder in a new segmentation U-Net
     from zoo.eval.finetune import _segmentation_model_3d
     from zoo.eval.harness import resolve_source
@@ -260,6 +262,37 @@ def test_3d_segmentation_on_nifti_pairs_from_an_encoder_checkpoint(
     enc = {k: v for k, v in backbone.state_dict().items() if k.startswith("down_tr")}
     assert enc and all(torch.equal(start[k], v) for k, v in enc.items())
     assert start["out_tr.final_conv.weight"].shape[0] == 3
+
+
+def test_segmentation_label_names_and_their_errors(tmp_path: Path, register_weights: Callable[..., Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.eval.finetune import segmentation_label_names
+
+    assert segmentation_label_names(None, 3, 3) == ("background", "label_1", "label_2")
+    assert segmentation_label_names(("liver", "spleen"), 3, 3) == ("background", "liver", "spleen")
+    assert segmentation_label_names(None, 2, 1) == ("foreground",)
+    assert segmentation_label_names(("vessels",), 2, 1) == ("vessels",)
+    for bad in (("a", "a"), ("a", ""), ()):
+        with pytest.raises(FinetuneError, match="--label-names must be distinct, non-empty names"):
+            FinetuneConfig(model="unet3d", data="x", out="y", label_names=bad).validate()
+    # a wrong count stops before the first epoch (not after the whole run)
+    torch.manual_seed(0)
+    register_weights("unet3d.tiny", zoo.create_model("unet3d", width=4).state_dict(), arch_kwargs={"width": 4},
+                     input_size=(1, 16, 16, 16), voxel_spacing=(2.0, 2.0, 2.0))
+    _nifti_pairs(tmp_path / "ct")
+    with pytest.raises(FinetuneError, match=r"gives 3 name\(s\) but the label maps hold labels 1..2: give 2"):
+        run_finetune(FinetuneConfig(model="unet3d.tiny", data=str(tmp_path / "ct"), out=str(tmp_path / "run"),
+                                    progress=False, val_fraction=0.34, label_names=("a", "b", "c")))
+    assert not (tmp_path / "run" / "state.pt").exists()
+    data = class_folders(tmp_path / "cls", n=2)
+    code = cli.main(["finetune", "resnet18", "--random-init", "--data", str(data), "--out", str(tmp_path / "r2"),
+                     "--label-names", "a,b"])
+    err = capsys.readouterr().err
+    assert code == 2 and "classes of" in err and "come from its folders (bright, dark): drop --label-names" in err
+    seg = image_mask_folders(tmp_path / "seg")
+    code = cli.main(["finetune", "unet_resnet18", "--random-init", "--data", str(seg), "--out", str(tmp_path / "r3"),
+                     "--label-names", "vessels,optic disc"])
+    assert code == 2 and "give one name, e.g. --label-names vessels, got 2" in capsys.readouterr().err
 
 
 def test_label_fraction_keeps_every_class_and_the_validation_set() -> None:

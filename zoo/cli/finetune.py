@@ -31,6 +31,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         freeze_encoder=args.freeze_encoder, class_weights=not args.no_class_weights, patience=args.patience,
         pretrained=not args.random_init, checkpoint_path=args.checkpoint_path, seed=args.seed, resume=args.resume,
         stop_after=args.stop_after, progress=not args.no_progress, precision=args.precision,
+        label_names=tuple(n.strip() for n in args.label_names.split(",")) if args.label_names is not None else None,
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = f"torchrun --nproc_per_node={world} -m zoo.cli " if world > 1 else "zoo "
@@ -87,6 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--patience", type=int, default=8, help="early stopping: epochs without a better validation loss")
     p.add_argument("--random-init", action="store_true", help="the same recipe from random init (the baseline)")
     p.add_argument("--checkpoint-path", default=None, help="a local .safetensors file for NAME's architecture")
+    p.add_argument("--label-names", default=None, metavar="A,B,...",
+                   help="segmentation: names of the foreground labels in order (label 1, 2, ...), e.g. "
+                        "liver,spleen,kidneys; saved in the model (default label_1, ... / foreground)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",

@@ -38,7 +38,7 @@ import math
 import platform
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ __all__ = [
     "train_classifier",
     "train_segmentation",
     "choose_threshold",
+    "segmentation_label_names",
     "run_finetune",
     "RECORD_NAME",
     "STATE_NAME",
@@ -121,6 +122,7 @@ class FinetuneConfig:
     resume: bool = False
     stop_after: int | None = None  # stop after this many epochs in all (continue later with resume)
     progress: bool = True
+    label_names: tuple[str, ...] | None = None  # segmentation: the foreground classes' names, labels 1, 2, ...
 
     def validate(self) -> None:
         """Raise :class:`FinetuneError` naming the fix for any bad field."""
@@ -136,6 +138,11 @@ class FinetuneConfig:
             raise FinetuneError("--lr and --scale must be > 0 and --weight-decay >= 0")
         if self.freeze_encoder and self.layer_decay != 1.0:
             raise FinetuneError("--freeze-encoder trains the head only; drop --layer-decay (or the freeze)")
+        if self.label_names is not None:
+            names = [str(n).strip() for n in self.label_names]
+            if not names or not all(names) or len(set(names)) != len(names) or any("," in n for n in names):
+                raise FinetuneError(f"--label-names must be distinct, non-empty names separated by commas (e.g. "
+                                    f"liver,spleen,kidneys), got {','.join(map(str, self.label_names))!r}")
         try:
             check_precision(self.precision, "cpu")
         except PrecisionError as err:
@@ -158,13 +165,17 @@ class FinetuneConfig:
                 parts.append("--no-class-weights")
             elif isinstance(value, bool):
                 parts.append(flag)
+            elif isinstance(value, (tuple, list)):
+                parts += [flag, ",".join(map(str, value))]
             else:
                 parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
         return shlex.join(parts)
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("resume", "stop_after", "progress")}
+        # label_names only name the outputs: a resumed run may add them
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("resume", "stop_after", "progress", "label_names")}
 
 
 @dataclass
@@ -667,6 +678,17 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
     return out
 
 
+def segmentation_label_names(names: Sequence[str] | None, spatial_dims: int, num_classes: int) -> tuple[str, ...]:
+    """The output names of a fine-tuned segmentation model: 2D one channel (``foreground`` or ``names[0]``);
+    3D ``background`` then one name per foreground label (``label_1``, ... by default)."""
+    if spatial_dims == 2:
+        return (names[0],) if names else ("foreground",)
+    if names is not None and len(names) != num_classes - 1:
+        raise FinetuneError(f"--label-names gives {len(names)} name(s) but the label maps hold labels 1..{num_classes - 1}"
+                            f": give {num_classes - 1}, one per foreground label in order")
+    return ("background", *(names or (f"label_{c}" for c in range(1, num_classes))))
+
+
 def _segmentation_model_3d(source: Any, arm: str, num_classes: int, seed: int) -> nn.Module:
     """A 3D U-Net with a ``num_classes`` head: a ``*_seg`` checkpoint loads encoder and decoder; an
     encoder checkpoint (``X``) becomes the encoder of ``X_seg`` (same width and norm) with a new decoder."""
@@ -736,6 +758,7 @@ def train_segmentation_3d(source: Any, arm: str, train: UserData, val: UserData,
     k = int(max(int(lab.max()) for lab in tl + vl)) + 1
     if k < 2:
         raise DatasetError(f"{train.source}: every label map is all zero; segmentation needs foreground labels")
+    segmentation_label_names(config.label_names, 3, k)  # a wrong count of --label-names stops here, not after training
     model = _segmentation_model_3d(source, arm, k, seed).to(memory_format=torch.channels_last_3d)
     groups = _param_groups(model, config.lr, config.layer_decay, False, head="out_tr")
     if config.freeze_encoder:
@@ -909,6 +932,13 @@ def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable
         tr, va = train_val_split(data, config.val_fraction, config.seed)
         train, val = data.subset(tr), data.subset(va)
         split = {"val_fraction": config.val_fraction, "seed": config.seed, "stratified": data.labels is not None}
+    if config.label_names is not None and data.kind != "segmentation":
+        raise FinetuneError(f"--label-names names segmentation labels; the classes of {config.data} come from its "
+                            f"{'folders' if data.format == 'class-folders' else 'CSV'} ({', '.join(data.classes)}): "
+                            "drop --label-names")
+    if config.label_names is not None and data.spatial_dims == 2 and len(config.label_names) != 1:
+        raise FinetuneError(f"2D segmentation has one foreground class (mask > 0); give one name, e.g. "
+                            f"--label-names vessels, got {len(config.label_names)}")
     min_train = 1 if data.kind == "segmentation" else 2  # segmentation trains on many random crops of each
     if len(train) < min_train or len(val) < 1:
         raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least "
@@ -980,8 +1010,9 @@ def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable
     base = model.pretrained_cfg
     label_names = data.classes
     if data.kind == "segmentation":
-        label_names = ("background", *(f"label_{c}" for c in range(1, result.get("num_classes", 2)))) \
-            if data.spatial_dims == 3 else ("foreground",)
+        label_names = segmentation_label_names(config.label_names, data.spatial_dims, result.get("num_classes", 2))
+        if data.spatial_dims == 3:  # the per-class Dice under the labels' names too
+            metrics["dice_per_label"] = dict(zip(label_names[1:], metrics["dice_per_class"], strict=True))
     start_desc = f"{config.model} (sha256 {source.sha256})" if arm == "pretrained" else f"{cfg.architecture} (random init)"
     # 2D segmentation trained on images resized by --scale: predictions resize the same way (and back)
     image_scale = config.scale if data.kind == "segmentation" and data.spatial_dims == 2 else base.image_scale
