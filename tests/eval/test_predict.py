@@ -119,7 +119,8 @@ def seg3d_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A width-4 3D U-Net with a 2-class head, saved as `zoo finetune` saves a run (zoo.save_for_hf)."""
     torch.manual_seed(0)
     model = zoo.create_model("unet3d_small_seg", num_classes=2, width=4,
-                             pretrained_cfg_overlay={"input_size": (1, 16, 16, 16)})
+                             pretrained_cfg_overlay={"input_size": (1, 16, 16, 16),
+                                                     "label_names": ("background", "ball")})
     return zoo.save_for_hf(model, tmp_path_factory.mktemp("run3d"))
 
 
@@ -130,7 +131,8 @@ def test_local_dir_model_through_the_cli(seg3d_run: Path, tmp_path: Path, capsys
     img = nib.load(out / "ball_pred.nii.gz")
     assert img.shape == data.shape and np.allclose(img.affine, LPS)
     assert (out / "predictions.json").is_file()
-    assert "ball_pred.nii.gz" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ball_pred.nii.gz" in printed and "labels: 0 background, 1 ball" in printed  # what the values mean
 
 
 def test_bad_inputs_name_the_file_and_the_fix(seg3d_run: Path, tmp_path: Path, capsys) -> None:

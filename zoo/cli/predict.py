@@ -42,6 +42,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{r['input']} -> {r['output']} ({r['windows']} windows of {r['roi_size']}, {r['wall_time_s']} s)")
     else:
         print(f"{len(results)} masks written to {out}")
+    names = model.pretrained_cfg.label_names
+    if names and args.output == "labels" and not (results and "prediction" in results[0]):
+        # what the values of the written label maps mean; one output channel: 0 / 255 (2D PNG) or 0 / 1 (NIfTI)
+        values = list(enumerate(names)) if len(names) > 1 else [(0, "background"), (255 if dims == 2 else 1, names[0])]
+        print("labels: " + ", ".join(f"{v} {n}" for v, n in values))
     return 0
 
 
