@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,17 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, ImageDraw
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zoo.eval.metrics import f1_in_mask as dice  # noqa: E402  (F1 of binary masks = Dice)
+
 HRF_RUNS = {"hrf_vessels_micle": "resnet18.micle_fundus64", "hrf_vessels_random": "random init"}
 CT_RUNS = {"totalseg_pcrl": "unet3d_small_seg.pcrl_ct32", "totalseg_random": "random init"}
 CT_LABELS = ("liver", "spleen", "kidneys")
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float | None:
-    """2|A and B| / (|A| + |B|) of two boolean arrays; None when both are empty."""
-    denom = int(pred.sum() + ref.sum())
-    return 2.0 * int((pred & ref).sum()) / denom if denom else None
-
-
-def run_record(path: Path, start: str) -> dict[str, Any]:
-    """What one fine-tuning run recorded: weights, best epoch, validation metrics, time per epoch."""
-    rec = json.loads((path / "finetune.json").read_text())
+def run_record(rec: dict[str, Any], start: str) -> dict[str, Any]:
+    """What one fine-tuning run recorded (its ``finetune.json``): weights, best epoch, validation metrics, time
+    per epoch."""
     times = rec["epoch_times_s"]
     return {
         "start": start, "sha256": rec["start"]["sha256"], "command": rec["command"], "seed": rec["seed"],
@@ -57,16 +55,16 @@ def run_record(path: Path, start: str) -> dict[str, Any]:
 def score_hrf(runs: Path, hrf: Path) -> dict[str, Any]:
     out = {}
     for name, start in HRF_RUNS.items():
-        rec = run_record(runs / "finetune" / name, start)
-        val = json.loads((runs / "finetune" / name / "finetune.json").read_text())["data"]["val_files"]
+        recorded = json.loads((runs / "finetune" / name / "finetune.json").read_text())
+        rec = run_record(recorded, start)
         per = {}
-        for f in val:
+        for f in recorded["data"]["val_files"]:
             stem = Path(f).stem
             pred = np.asarray(Image.open(runs / "predict" / name / f"{stem}_mask.png")) > 0
             ref = np.asarray(Image.open(hrf / "masks" / f"{stem}.png").convert("L")) > 0
             if pred.shape != ref.shape:
                 raise SystemExit(f"{stem}: prediction {pred.shape} vs mask {ref.shape}: not on the photograph's grid")
-            per[stem] = round(dice(pred, ref) or 0.0, 4)
+            per[stem] = round(dice(ref, pred), 4)
         rec["predict_dice_per_photo"] = per
         rec["predict_dice_mean"] = round(float(np.mean(list(per.values()))), 4)
         out[name] = rec
@@ -78,14 +76,14 @@ def score_ct(runs: Path) -> dict[str, Any]:
     ref = np.asarray(ref_img.dataobj)
     out = {}
     for name, start in CT_RUNS.items():
-        rec = run_record(runs / "finetune" / name, start)
+        rec = run_record(json.loads((runs / "finetune" / name / "finetune.json").read_text()), start)
         img = nib.load(runs / "predict" / name / "crop_superior_pred.nii.gz")
         if img.shape != ref.shape or not np.allclose(img.affine, ref_img.affine, atol=1e-4):
             raise SystemExit(f"{name}: prediction {img.shape} is not on the input's grid {ref.shape}")
         pred = np.asarray(img.dataobj)
-        per = {label: dice(pred == k, ref == k) for k, label in enumerate(CT_LABELS, start=1)}
-        rec["predict_dice_per_label"] = {k: None if v is None else round(v, 4) for k, v in per.items()}
-        rec["predict_dice_mean"] = round(float(np.mean([v for v in per.values() if v is not None])), 4)
+        per = {label: dice(ref == k, pred == k) for k, label in enumerate(CT_LABELS, start=1)}
+        rec["predict_dice_per_label"] = {k: round(v, 4) for k, v in per.items()}
+        rec["predict_dice_mean"] = round(float(np.mean(list(per.values()))), 4)
         rec["voxels"] = {"input_grid": list(ref.shape), "per_label": {lab: int((ref == k).sum())
                                                                       for k, lab in enumerate(CT_LABELS, start=1)}}
         out[name] = rec

@@ -99,8 +99,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-root", type=existing_dir, default=None, help="CSV: the folder its paths are relative to")
     p.add_argument("--scale", type=positive_float, default=None,
                    help="2D segmentation: rescale whole images first (e.g. 0.5 for large photos)")
-    p.add_argument("--overwrite", action="store_true", help="replace another comparison held in the output directory (the same comparison with "
-                        "more --seeds or other --label-fractions is extended without it, reusing its cells)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace another comparison held in the output directory (the same comparison with more "
+                        "--seeds or other --label-fractions is extended without it, reusing its cells)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -231,12 +231,13 @@ class CompareConfig:
             parts += ["--out", self.out]
         return shlex.join(parts)
 
-    def finetune_config(self, model: str, img_size: int | None) -> FinetuneConfig:
-        """The recipe of one finetune cell: fixed epochs (patience never runs out), no state file."""
+    def finetune_config(self, model: str, img_size: int | None, resume: bool = False) -> FinetuneConfig:
+        """The recipe of one finetune cell: fixed epochs (patience never runs out); ``resume`` continues the
+        cell from its state file."""
         return FinetuneConfig(model=model, data=self.data, out="", epochs=self.epochs, batch_size=self.batch_size,
                               lr=self.lr, weight_decay=self.weight_decay, patience=self.epochs + 1,
                               img_size=img_size, scale=self.scale, progress=False, masks=self.masks,
-                              image_root=self.image_root)
+                              image_root=self.image_root, resume=resume)
 
 
 def data_name(path: str | os.PathLike[str]) -> str:
@@ -635,7 +636,7 @@ class _Engine:
         if resume:
             _logger.info("continuing the interrupted cell from %s", state)
         if spec.kind == "segmentation":
-            cfg = dataclasses.replace(self.config.finetune_config(arm.source.name, self.config.img_size), resume=resume)
+            cfg = self.config.finetune_config(arm.source.name, self.config.img_size, resume)
             train_spec, test_spec = spec.subset(sub), spec.subset(test)
             result = train_segmentation(arm.source, arm.kind, train_spec, train_spec, cfg, seed, state, test_spec)
             metrics = {"dice": float(result["test_metrics"]["dice"])}
@@ -646,7 +647,7 @@ class _Engine:
             y_tr, y_te = self.pool.labels(sub), self.pool.labels(test)
             assert y_tr is not None and y_te is not None
             data = ClassificationData(spec.kind, spec.classes, images[sub], y_tr, images[sub], y_tr)
-            cfg = dataclasses.replace(self.config.finetune_config(arm.source.name, None), resume=resume)
+            cfg = self.config.finetune_config(arm.source.name, None, resume)
             result = train_classifier(arm.source, arm.kind, data, prep, cfg, seed, state, arm.source.cfg.modality)
             logits = torch.from_numpy(extract_features(result["model"], images[test], prep, batch_size=32))
             prob = torch.sigmoid(logits) if spec.kind == "multilabel" else torch.softmax(logits, 1)

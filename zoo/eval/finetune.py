@@ -680,8 +680,12 @@ def train_segmentation(source: Any, arm: str, train: UserData, val: UserData, co
 
 def segmentation_label_names(names: Sequence[str] | None, spatial_dims: int, num_classes: int) -> tuple[str, ...]:
     """The output names of a fine-tuned segmentation model: 2D one channel (``foreground`` or ``names[0]``);
-    3D ``background`` then one name per foreground label (``label_1``, ... by default)."""
+    3D ``background`` then one name per foreground label (``label_1``, ... by default). A count of ``names``
+    that does not fit raises :class:`FinetuneError` naming the fix."""
     if spatial_dims == 2:
+        if names is not None and len(names) != 1:
+            raise FinetuneError(f"2D segmentation has one foreground class (mask > 0); give one name, e.g. "
+                                f"--label-names vessels, got {len(names)}")
         return (names[0],) if names else ("foreground",)
     if names is not None and len(names) != num_classes - 1:
         raise FinetuneError(f"--label-names gives {len(names)} name(s) but the label maps hold labels 1..{num_classes - 1}"
@@ -936,9 +940,8 @@ def _run_finetune(config: FinetuneConfig, invocation: str | None, save: Callable
         raise FinetuneError(f"--label-names names segmentation labels; the classes of {config.data} come from its "
                             f"{'folders' if data.format == 'class-folders' else 'CSV'} ({', '.join(data.classes)}): "
                             "drop --label-names")
-    if config.label_names is not None and data.spatial_dims == 2 and len(config.label_names) != 1:
-        raise FinetuneError(f"2D segmentation has one foreground class (mask > 0); give one name, e.g. "
-                            f"--label-names vessels, got {len(config.label_names)}")
+    if data.kind == "segmentation" and data.spatial_dims == 2:  # 3D: checked once the label maps are read
+        segmentation_label_names(config.label_names, 2, 1)
     min_train = 1 if data.kind == "segmentation" else 2  # segmentation trains on many random crops of each
     if len(train) < min_train or len(val) < 1:
         raise DatasetError(f"{config.data}: {len(train)} training and {len(val)} validation samples; at least "

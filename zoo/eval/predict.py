@@ -346,7 +346,7 @@ def predict_images(
 
     out.mkdir(parents=True, exist_ok=True)
     roi = tuple(cfg.input_size[1:])
-    scale = float(getattr(cfg, "image_scale", 1.0))
+    scale = cfg.image_scale
     results = []
     stems: dict[str, int] = {}
     with torch.no_grad():
